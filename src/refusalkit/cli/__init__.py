@@ -1,0 +1,1 @@
+"""The ``refusalkit`` command line (one module per command group)."""

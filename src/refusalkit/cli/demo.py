@@ -1,0 +1,76 @@
+"""``refusalkit demo``: the main job, offline on the bundled model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from importlib import resources
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from refusalkit.cli.common import console, handle_errors
+from refusalkit.data.io import read_examples
+from refusalkit.detect import get_detector, is_refusal
+from refusalkit.evaluate.store import RunStore
+from refusalkit.models.base import GenerationConfig
+
+
+def demo_prompts_path():
+    """Return the path of the bundled demo prompt set (written for refusalkit, 5 categories + look-alikes)."""
+    return resources.files("refusalkit") / "resources" / "demo_prompts.jsonl"
+
+
+def refusal_table(rows: list[dict], title: str) -> Table:
+    """Return a table of refusal rates per category on prompts to refuse and to answer."""
+    agg: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"refuse": [0, 0], "comply": [0, 0]})
+    for r in rows:
+        a = agg[r.get("category") or "(none)"][r.get("expected") or "refuse"]
+        a[0] += int(r["refused"])
+        a[1] += 1
+    t = Table(title=title)
+    t.add_column("category")
+    t.add_column("refused | should refuse", justify="right")
+    t.add_column("refused | should answer", justify="right")
+    for cat in sorted(agg):
+        cells = []
+        for exp in ("refuse", "comply"):
+            k, n = agg[cat][exp]
+            cells.append(f"{k}/{n} ({k / n:.0%})" if n else "-")
+        t.add_row(cat, *cells)
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to ``app``."""
+
+    @app.command()
+    @handle_errors
+    def demo(model: str = typer.Option("default", "--model", "-m", help="Model spec (see docs/models.md)."),
+             max_new_tokens: int = typer.Option(64, help="New tokens per answer."),
+             detector: str = typer.Option("keyword", help="Detector that judges the answers."),
+             examples: int = typer.Option(3, help="Example answers to print."),
+             run_dir: Optional[str] = typer.Option(None, help="Run directory (default: under the runs root).")) -> None:
+        """Generate answers to the demo prompts and show how often the model refuses, per category."""
+        from pathlib import Path
+
+        from refusalkit.cli.generate import run_generation
+
+        with resources.as_file(demo_prompts_path()) as path:
+            exs = read_examples(path)
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens)
+        console.print(f"[bold]refusalkit demo[/]: {len(exs)} prompts ({model}), judged by the {detector} detector")
+        rdir, name, _, secs = run_generation(exs, model, cfg, run_dir=Path(run_dir) if run_dir else None,
+                                             batch_size=16, fresh=False, kind="demo")
+        with RunStore(rdir) as st:
+            resps = st.responses()
+        det = get_detector(detector)
+        verdicts = det.predict([r.response for r in resps], prompts=[r.prompt for r in resps])
+        rows = [{"category": r.category, "expected": r.expected, "refused": is_refusal(v)}
+                for r, v in zip(resps, verdicts)]
+        console.print(refusal_table(rows, f"Refusals of {name}"))
+        for r, v in list(zip(resps, verdicts))[:: max(1, len(resps) // max(examples, 1))][:examples]:
+            console.print(f"[dim]{escape(str(r.category))} ({r.expected})[/] {escape(r.prompt)}\n"
+                          f"  -> {escape('[' + v + ']')} {escape(repr(r.response[:200]))}")
+        console.print(f"responses stored in {rdir}")

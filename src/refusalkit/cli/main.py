@@ -1,0 +1,24 @@
+"""The ``refusalkit`` command: one Typer app, each command group registered from its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from refusalkit.cli import demo, generate, runs
+
+app = typer.Typer(name="refusalkit", no_args_is_help=True, add_completion=False,
+                  help="Measure, predict and control when language models refuse.")
+
+for _module in (demo, generate, runs):
+    _module.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print the refusalkit version."""
+    from refusalkit import __version__
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

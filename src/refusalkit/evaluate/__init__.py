@@ -1,0 +1,1 @@
+"""Run store, resumable runners, metrics and reports."""

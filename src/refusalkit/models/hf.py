@@ -1,0 +1,168 @@
+"""``HFModel``: any local transformers folder or Hugging Face id, with batched chat generation and the
+white-box access (next-token log-probabilities, hidden states) that latent analysis and refusal tokens need.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from refusalkit.errors import ModelSpecError
+from refusalkit.models.base import Generation, GenerationConfig, PromptLike, to_messages
+
+
+def _truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class HFModel:
+    """A transformers causal LM behind the ``LanguageModel`` protocol.
+
+    ``path_or_id`` is a local folder or a hub id (offline, an uncached id fails fast with a clear message).
+    Prompts are chat-templated, batched ``batch_size`` at a time with left padding, and sorted by length so
+    that a batch wastes little on padding; results come back in input order.
+    """
+
+    def __init__(self, path_or_id: str | os.PathLike, *, name: str | None = None, batch_size: int = 16,
+                 device: str | None = None, dtype: str | torch.dtype | None = None,
+                 model: Any = None, tokenizer: Any = None, trust_remote_code: bool = False):
+        self.path = str(path_or_id)
+        self.name = name or self.path
+        self.batch_size = batch_size
+        if model is None or tokenizer is None:
+            model, tokenizer = _load(self.path, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.model = model
+        self.tokenizer = tokenizer
+        if device:
+            self.model.to(device)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def device(self) -> torch.device:
+        """Return the device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    def render(self, prompt: PromptLike, system_prompt: str | None = None) -> str:
+        """Return the chat-templated text of one prompt, ending with the assistant header."""
+        msgs = to_messages(prompt, system_prompt)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return "\n".join(m["content"] for m in msgs) + "\n"
+
+    def encode(self, prompts: list[PromptLike], system_prompt: str | None = None) -> dict[str, torch.Tensor]:
+        """Return left-padded input tensors for a batch of chat prompts (on the model's device)."""
+        texts = [self.render(p, system_prompt) for p in prompts]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _order(self, prompts: list[PromptLike], system_prompt: str | None) -> list[int]:
+        lengths = [len(self.render(p, system_prompt)) for p in prompts]
+        return sorted(range(len(prompts)), key=lambda i: lengths[i])
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None, *,
+                 logits_processor: Any = None, batch_size: int | None = None) -> list[Generation]:
+        """Return one Generation per prompt, in input order.
+
+        ``logits_processor`` (a transformers ``LogitsProcessorList`` or processor) is passed to
+        ``model.generate``; refusal-token policies plug in here.
+        """
+        cfg = config or GenerationConfig()
+        bs = batch_size or self.batch_size
+        out: list[Generation | None] = [None] * len(prompts)
+        order = self._order(prompts, cfg.system_prompt)
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            enc = self.encode([prompts[i] for i in idx], cfg.system_prompt)
+            kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            if cfg.do_sample:
+                kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
+            else:
+                kw.update(temperature=None, top_p=None, top_k=None)
+            if logits_processor is not None:
+                from transformers import LogitsProcessorList
+                kw["logits_processor"] = (logits_processor if isinstance(logits_processor, LogitsProcessorList)
+                                          else LogitsProcessorList([logits_processor]))
+            kw.update(cfg.extra)
+            seqs = self.model.generate(**enc, **kw)
+            new = seqs[:, enc["input_ids"].shape[1]:]
+            for row, i in zip(new, idx):
+                ids = row.tolist()
+                n = len(ids)
+                hit_eos = False
+                if eos is not None and eos in ids:
+                    n, hit_eos = ids.index(eos), True
+                while n > 0 and ids[n - 1] == self.tokenizer.pad_token_id and not hit_eos:
+                    n -= 1
+                text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+                text, stopped = _truncate_at_stop(text, cfg.stop)
+                reason = "stop" if (hit_eos or stopped or n < cfg.max_new_tokens) else "length"
+                out[i] = Generation(text=text.strip(), n_tokens=n, finish_reason=reason)
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def next_token_logits(self, prompts: list[PromptLike], *, system_prompt: str | None = None,
+                          batch_size: int | None = None) -> torch.Tensor:
+        """Return the logits of the first response token for each prompt, shape ``[n, vocab]`` (float32, CPU).
+
+        One forward pass per prompt, no generation: the basis of refusal-token scoring and calibration.
+        """
+        bs = batch_size or self.batch_size
+        rows = []
+        for start in range(0, len(prompts), bs):
+            enc = self.encode(prompts[start:start + bs], system_prompt)
+            logits = self.model(**enc).logits[:, -1, :]  # left padding: the last position is real
+            rows.append(logits.float().cpu())
+        return torch.cat(rows) if rows else torch.empty(0, self.model.config.vocab_size)
+
+    def next_token_logprobs(self, prompts: list[PromptLike], **kw: Any) -> torch.Tensor:
+        """Return log-probabilities of the first response token, shape ``[n, vocab]``."""
+        return torch.log_softmax(self.next_token_logits(prompts, **kw), dim=-1)
+
+    @torch.inference_mode()
+    def hidden_states(self, prompts: list[PromptLike], *, positions: tuple[int, ...] = (-1,),
+                      system_prompt: str | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """Return residual-stream states, shape ``[n, n_layers + 1, len(positions), d_model]`` (CPU float32).
+
+        ``positions`` index the chat-templated prompt from the end (-1 is the last template token).
+        """
+        bs = batch_size or self.batch_size
+        rows = []
+        for start in range(0, len(prompts), bs):
+            enc = self.encode(prompts[start:start + bs], system_prompt)
+            hs = self.model(**enc, output_hidden_states=True).hidden_states
+            stacked = torch.stack([h[:, list(positions), :] for h in hs], dim=1)
+            rows.append(stacked.float().cpu())
+        return torch.cat(rows)
+
+
+def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(path_or_id).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise ModelSpecError(f"{local} is not a transformers model folder (no config.json)")
+    src = str(local) if local.exists() else path_or_id
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kw["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(src, **kw)
+    except OSError as e:
+        raise ModelSpecError(
+            f"could not load model {path_or_id!r}: {str(e).splitlines()[0][:300]}. Offline, only a local "
+            "folder or a hub id already in the Hugging Face cache can be loaded; use --model default for the "
+            "bundled model or --model /path/to/folder") from None
+    return model, tok

@@ -1,0 +1,67 @@
+"""Shared fixtures: isolated refusalkit home, the shared data dir, a tiny model and the real bundled model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Runs go to a per-test directory; the model cache stays shared so conversion happens once."""
+    monkeypatch.setenv("REFUSALKIT_HOME", str(tmp_path / "rkhome"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Return ../shared/data (skips the test when the copy is absent)."""
+    if not DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    """Return the converted bundled SmolLM2-135M-Instruct folder (converts once per cache)."""
+    from refusalkit.models.bundled import default_model_dir
+    return default_model_dir(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_dir) -> Path:
+    """Return a folder with a 2-layer random Llama model that uses the bundled model's tokenizer/template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tok = AutoTokenizer.from_pretrained(bundled_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``refusalkit ARGS`` as a subprocess (the way users do) and return the completed process."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e.setdefault("COLUMNS", "200")
+    exe = shutil.which("refusalkit", path=str(Path(sys.executable).parent)) or "refusalkit"
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=timeout,
+                          cwd=cwd, input=input)
