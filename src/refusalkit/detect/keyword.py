@@ -54,6 +54,18 @@ class KeywordDetector:
         """Return a taxonomy label per response."""
         return [self._one(t)[0] for t in X]
 
-    def predict_proba(self, X: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
+    def p_refusal(self, X: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
         """Return P(refusal) per response (probability the response is not full compliance)."""
         return np.array([self._one(t)[1] for t in X], dtype=float)
+
+    def predict_proba(self, X: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
+        """Return class probabilities, shape ``[n, len(classes_)]`` in the order of ``classes_``."""
+        out = np.zeros((len(X), len(self.classes_)))
+        for i, t in enumerate(X):
+            label, p = self._one(t)
+            out[i, self.classes_.index(FULL_COMPLIANCE)] = 1 - p
+            if label != FULL_COMPLIANCE:
+                out[i, self.classes_.index(label)] = p
+            else:
+                out[i, self.classes_.index(FULL_REFUSAL)] = p
+        return out
