@@ -68,11 +68,14 @@ class HFModel:
 
     @torch.inference_mode()
     def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None, *,
-                 logits_processor: Any = None, batch_size: int | None = None) -> list[Generation]:
+                 logits_processor: Any = None, batch_size: int | None = None,
+                 logprobs: int | None = None) -> list[Generation]:
         """Return one Generation per prompt, in input order.
 
         ``logits_processor`` (a transformers ``LogitsProcessorList`` or processor) is passed to
-        ``model.generate``; refusal-token policies plug in here.
+        ``model.generate``; refusal-token policies plug in here. With ``logprobs=K`` each Generation's
+        ``meta["logprobs"]`` holds, in the OpenAI format, every new token's log-probability and its top K
+        alternatives (from the model's raw logits).
         """
         cfg = config or GenerationConfig()
         bs = batch_size or self.batch_size
@@ -95,9 +98,12 @@ class HFModel:
                 kw["logits_processor"] = (logits_processor if isinstance(logits_processor, LogitsProcessorList)
                                           else LogitsProcessorList([logits_processor]))
             kw.update(cfg.extra)
-            seqs = self.model.generate(**enc, **kw)
+            if logprobs is not None:
+                kw.update(output_logits=True, return_dict_in_generate=True)
+            res = self.model.generate(**enc, **kw)
+            seqs = res.sequences if logprobs is not None else res
             new = seqs[:, enc["input_ids"].shape[1]:]
-            for row, i in zip(new, idx):
+            for b, (row, i) in enumerate(zip(new, idx)):
                 ids = row.tolist()
                 n = len(ids)
                 hit_eos = False
@@ -109,7 +115,22 @@ class HFModel:
                 text, stopped = _truncate_at_stop(text, cfg.stop)
                 reason = "stop" if (hit_eos or stopped or n < cfg.max_new_tokens) else "length"
                 out[i] = Generation(text=text.strip(), n_tokens=n, finish_reason=reason)
+                if logprobs is not None:
+                    out[i].meta["logprobs"] = self._logprob_entries([lg[b] for lg in res.logits[:n]],
+                                                                    ids[:n], logprobs)
         return out  # type: ignore[return-value]
+
+    def _logprob_entries(self, logits: list[torch.Tensor], ids: list[int], k: int) -> dict[str, Any]:
+        content = []
+        for lg, tid in zip(logits, ids):
+            lp = torch.log_softmax(lg.float(), dim=-1)
+            top = torch.topk(lp, k) if k > 0 else None
+            content.append({
+                "token": self.tokenizer.decode([tid]), "logprob": float(lp[tid]),
+                "top_logprobs": [] if top is None else [
+                    {"token": self.tokenizer.decode([int(j)]), "logprob": float(v)}
+                    for v, j in zip(top.values, top.indices)]})
+        return {"content": content}
 
     @torch.inference_mode()
     def next_token_logits(self, prompts: list[PromptLike], *, system_prompt: str | None = None,
