@@ -11,7 +11,7 @@ from pathlib import Path
 
 from refusalkit.data.io import read_examples
 from refusalkit.data.records import Example
-from refusalkit.data.registry import REGISTRY, load_benchmark
+from refusalkit.data.registry import REGISTRY, _expect_unsafe, load_benchmark
 from refusalkit.errors import RefusalkitError
 
 # Benchmarks whose two halves (should refuse / should answer) are registered separately.
@@ -79,7 +79,11 @@ def benchmark_of(row: dict | Example) -> str:
 def _load_one(spec: str, data_dir: str | None) -> list[Example]:
     p = Path(spec)
     if p.exists() or spec.endswith((".jsonl", ".json", ".csv")):
-        return _tag(read_examples(p), p.stem)
+        exs = read_examples(p)
+        for ex in exs:  # a file may give only a label (safe/unsafe, ...): read it as the registry does
+            if ex.expected not in ("refuse", "comply"):
+                ex.expected = _expect_unsafe(ex.expected or ex.label)
+        return _tag(exs, p.stem)
     if spec in COMPOSITES:
         return [ex for part in COMPOSITES[spec] for ex in _tag(load_benchmark(part, data_dir=data_dir), part)]
     return _tag(load_benchmark(spec, data_dir=data_dir), spec)

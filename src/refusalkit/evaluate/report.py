@@ -110,6 +110,19 @@ def category_table(metrics: dict[str, Any], table_id: str = "categories") -> str
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def _thumb(r: dict[str, Any]) -> str:
+    # Text-to-image runs: show the returned image itself, small, when it was kept.
+    path = r.get("gen_image_path")
+    if not path:
+        return ""
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size > 400_000:
+        return ""
+    return (f'<img class="thumb" alt="image for {e(r["id"])}" style="float:right;max-height:96px" '
+            f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">')
+
+
 def _examples(rows: list[dict[str, Any]], per_category: int) -> str:
     by_cat: dict[tuple, list] = defaultdict(list)
     for r in rows:
@@ -120,9 +133,10 @@ def _examples(rows: list[dict[str, Any]], per_category: int) -> str:
         # Show refusals first when there are any: they are what a reader checks.
         rs = sorted(rs, key=lambda r: (r["verdict"] == "full_compliance", r["id"]))[:per_category]
         items = "".join(
-            f'<div class="ex"><b>{e(r["id"])}</b> · <span class="v-{e(r["verdict"])}">{e(r["verdict"])}</span>'
+            f'<div class="ex">{_thumb(r)}<b>{e(r["id"])}</b> · <span class="v-{e(r["verdict"])}">{e(r["verdict"])}</span>'
             f' (p_refusal {r["p_refusal"]:.2f}; {e(str(r.get("convention_label", "")))})'
-            f'<div><i>prompt:</i> {e(r["prompt"])}</div><div class="resp">{e(r["response"][:1200])}</div></div>'
+            f'<div><i>prompt:</i> {e(r["prompt"])}</div><div class="resp">{e(r["response"][:1200])}</div>'
+            '<div style="clear:both"></div></div>'
             for r in rs)
         parts.append(f"<h3>{e(src)} · {e(cat)} <span class='note'>(expected: {e(exp or 'n/a')})</span></h3>{items}")
     return "".join(parts)

@@ -54,13 +54,13 @@ class _TimedModel:
             self.seconds += time.perf_counter() - t
 
 
-def load_eval_model(spec: str, *, batch_size: int = 16):
-    """Return a model for ``spec``: ``t2i:MODEL@URL`` for an OpenAI-compatible image endpoint, else any
-    ``--model`` spec that :func:`refusalkit.models.spec.load_model` accepts."""
+def load_eval_model(spec: str, *, batch_size: int = 16, images_dir: Path | None = None):
+    """Return a model for ``spec``: ``t2i:MODEL@URL`` for an OpenAI-compatible image endpoint (images kept
+    in ``images_dir``), else any ``--model`` spec that :func:`refusalkit.models.spec.load_model` accepts."""
     if spec.startswith("t2i:"):
         from refusalkit.models.t2i import OpenAIImageModel, parse_t2i_spec
         model, url = parse_t2i_spec(spec)
-        return OpenAIImageModel(model, url)
+        return OpenAIImageModel(model, url, images_dir=images_dir)
     from refusalkit.models.spec import load_model, parse_model_spec
     kind, _ = parse_model_spec(spec)
     return load_model(spec) if kind == "openai" else load_model(spec, batch_size=batch_size)
@@ -150,7 +150,8 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
         n_gen = 0
         if pending:
             t = time.perf_counter()
-            lm = model if model is not None else load_eval_model(model_spec, batch_size=batch_size)
+            lm = model if model is not None else load_eval_model(model_spec, batch_size=batch_size,
+                                                                     images_dir=out / "images")
             timing["load_s"] = time.perf_counter() - t
             store.set_meta(model_name=lm.name)
             timed = _TimedModel(lm)
