@@ -1,0 +1,285 @@
+"""``refusalkit tokens``: train refusal tokens once, then score, calibrate and generate with a policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from refusalkit.cli.common import console, err_console, handle_errors
+
+tokens_app = typer.Typer(no_args_is_help=True, help="Refusal tokens: train once, set each category's refusal "
+                                                    "rate at inference (see docs/refusal-tokens.md).")
+
+
+def _log(msg: str) -> None:
+    err_console.print(msg, highlight=False, markup=False)
+
+
+def _split_list(s: Optional[str]) -> Optional[list[str]]:
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+@tokens_app.command("train")
+@handle_errors
+def train_cmd(
+    data: str = typer.Argument("../shared/data/coconot_prompts.jsonl",
+                               help="Labelled prompts (.jsonl/.csv: prompt, category, label, optional response)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Adapter folder to write."),
+    model: str = typer.Option("default", "--model", "-m", help="Base model: default | PATH | org/name."),
+    mode: str = typer.Option("category", help="category (one token per category) | single ([refuse])."),
+    categories: Optional[str] = typer.Option(None, help="Comma-separated categories (default: those in the data)."),
+    respond_target: str = typer.Option("self", help="self: [respond] + the base model's own answer; "
+                                                    "token: loss on the control token only."),
+    answer_tokens: int = typer.Option(48, help="Length of the base model's answers used as targets."),
+    max_length: int = typer.Option(160, help="Longest training sequence in tokens."),
+    epochs: float = typer.Option(2.0),
+    max_steps: int = typer.Option(-1, help="Stop after N optimiser steps (overrides --epochs)."),
+    learning_rate: float = typer.Option(1e-3),
+    batch_size: int = typer.Option(8, help="Sequences per device per step."),
+    grad_accum: int = typer.Option(1),
+    lora_r: int = typer.Option(8),
+    lora_alpha: int = typer.Option(16),
+    seed: int = typer.Option(1234, help="Seed of the split and of training."),
+    save_steps: int = typer.Option(25, help="Checkpoint every N steps (rerun the command to resume)."),
+    work_dir: Optional[Path] = typer.Option(None, help="Base answers and checkpoints (default OUTPUT/_work)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    fresh: bool = typer.Option(False, help="Discard checkpoints and cached answers."),
+) -> None:
+    """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
+    from refusalkit.tokens.train import TrainConfig, train_tokens
+
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(data=data, model=model, mode=mode, categories=_split_list(categories),
+                      respond_target=respond_target, answer_tokens=answer_tokens, max_length=max_length,
+                      epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                      grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
+                      save_steps=save_steps)
+    info = train_tokens(cfg, output, work_dir=work_dir, log=_log, fresh=fresh)
+    if info:
+        console.print(f"adapter written to {output} ({info['global_step']} steps, loss {info['train_loss']:.3f}, "
+                      f"{info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}")
+
+
+def profile_table(prof: dict):
+    """Return a rich table of a profile's thresholds and its calibration/test refusal rates per category."""
+    from rich.table import Table
+
+    t = Table(title=f"profile {prof['name']}: {prof['thresholds_from']} (rule {prof['policy']['rule']})")
+    for col in ("category", "target", "threshold", "cal. refused", "test refused (95% CI)", "test contrast"):
+        t.add_column(col, justify="left" if col == "category" else "right")
+    thr = prof["policy"].get("thresholds") or {}
+    test = (prof.get("test") or {}).get("per_category", {})
+    cal = prof["calibration"]["per_category"]
+    for c in sorted(set(cal) | set(test)):
+        h = test.get(c, {}).get("harmful")
+        k = test.get(c, {}).get("contrast")
+        ch = cal.get(c, {}).get("harmful")
+        tg = prof.get("targets", {}).get(c)
+        t.add_row(c, f"{tg:.0%}" if tg is not None else "-", f"{thr[c]:.3g}" if c in thr else "-",
+                  f"{ch['rate']:.0%}" if ch else "-",
+                  f"{h['rate']:.0%} [{h['ci95'][0]:.0%}, {h['ci95'][1]:.0%}] (n={h['n']})" if h else "-",
+                  f"{k['rate']:.0%} (n={k['n']})" if k else "-")
+    if prof.get("test"):
+        b = prof["test"]["binary"]
+        t.caption = f"test split: binary F1 {b['f1']:.3f} (precision {b['precision']:.3f}, recall {b['recall']:.3f}, n={b['n']})"
+    return t
+
+
+def _load(model: str, adapter: Optional[str], batch_size: int = 16):
+    from refusalkit.tokens.model import load_token_model
+    return load_token_model(model, adapter, batch_size=batch_size)
+
+
+def _examples(input: str, limit: Optional[int]):
+    from refusalkit.data.registry import resolve_prompts
+    return resolve_prompts(input, limit=limit)
+
+
+@tokens_app.command("score")
+@handle_errors
+def score_cmd(
+    input: str = typer.Argument(..., help="Prompt file (.jsonl/.csv with 'prompt') or benchmark name."),
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL: each prompt with its 'probs'."),
+    model: str = typer.Option("default", "--model", "-m"),
+    adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
+    temperature: float = typer.Option(1.0, help="Softmax temperature of the scores."),
+    batch_size: int = typer.Option(16),
+    limit: Optional[int] = typer.Option(None),
+) -> None:
+    """Write each prompt's control-token probabilities at the first response position (one forward pass)."""
+    import time
+
+    from refusalkit.data.io import write_jsonl_atomic
+    from refusalkit.tokens.calibrate import score_prompts
+
+    exs = _examples(input, limit)
+    hf, scheme, ids, info = _load(model, adapter, batch_size)
+    t0 = time.perf_counter()
+    q = score_prompts(hf, [e.prompt for e in exs], ids, scheme, temperature=temperature, batch_size=batch_size)
+    secs = time.perf_counter() - t0
+    rows = []
+    for e, row in zip(exs, q):
+        probs = {t: float(v) for t, v in zip(scheme.tokens, row)}
+        top = max(probs, key=probs.get)
+        rows.append({**e.to_dict(), "probs": probs, "p_refuse": float(sum(row[:-1])), "top_token": top})
+    n = write_jsonl_atomic(output, rows)
+    console.print(f"scored {n} prompts in {secs:.1f}s ({n / max(secs, 1e-9):.1f}/s); wrote {output}")
+
+
+@tokens_app.command("calibrate")
+@handle_errors
+def calibrate_cmd(
+    data: str = typer.Argument("../shared/data/coconot_prompts.jsonl",
+                               help="Labelled prompts; split as the adapter's training data was."),
+    output: Path = typer.Option(..., "-o", "--output", help="Calibration profile (JSON) to write."),
+    target: Optional[str] = typer.Option(None, help="Target refusal rates, e.g. 'Requests with safety "
+                                                    "concerns=0.9,Incomplete requests=0.2' ('*=0.5' for all). "
+                                                    "Without it, thresholds maximise F1."),
+    rule: str = typer.Option("threshold", help="threshold (per category) | argmax (the model's choice)."),
+    model: str = typer.Option("default", "--model", "-m"),
+    adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
+    temperature: float = typer.Option(1.0),
+    name: Optional[str] = typer.Option(None, help="Profile name (default: the file's stem)."),
+    plots: Optional[Path] = typer.Option(None, help="Folder for the curve PNGs (default: beside the profile)."),
+    independent: bool = typer.Option(False, help="The paper's per-category quantiles only (ignore the "
+                                                 "other tokens' refusals)."),
+    gap_table: bool = typer.Option(False, "--gap-table", help="Also check targets 10/30/50/70/90% on the test split."),
+    batch_size: int = typer.Option(16),
+) -> None:
+    """Score the calibration split once (no generation), derive per-category thresholds, check them on the
+    test split, save the profile and plot the curves."""
+    import json
+    import time
+
+    from refusalkit.data.io import write_text_atomic
+    from refusalkit.tokens.calibrate import TARGET_GRID, curves, plot_curves
+    from refusalkit.tokens.profile import build_profile, calibration_splits, parse_targets, score_items, split_manifest
+
+    hf, scheme, ids, info = _load(model, adapter, batch_size)
+    splits = calibration_splits(data, info)
+    key = f"{model}|{info.get('adapter')}|{info.get('base_model_sha256')}"
+    t0 = time.perf_counter()
+    cal = score_items(hf, splits["calibration"], ids, scheme, temperature=temperature, cache_key=key)
+    test = score_items(hf, splits["test"], ids, scheme, temperature=temperature, cache_key=key)
+    secs = time.perf_counter() - t0
+    targets = parse_targets(target, scheme) if target else None
+    prof = build_profile(name=name or output.stem, scheme=scheme, token_ids=ids, info=info, model_spec=model,
+                         model_dir=hf.path, cal=cal, test=test, targets=targets, rule=rule,
+                         temperature=temperature, joint=not independent, data=data,
+                         splits_manifest=split_manifest(splits), gap_targets=TARGET_GRID if gap_table else None)
+    prof["scoring_seconds"] = round(secs, 2)
+    write_text_atomic(output, json.dumps(prof, indent=2))
+    cdir = plots or output.with_suffix("")
+    thr = prof["policy"].get("thresholds")
+    pngs = plot_curves(curves(cal.q, cal.categories, cal.refuse, scheme), cdir, thresholds=thr,
+                       title=f"{prof['name']} (calibration split)")
+    console.print(profile_table(prof))
+    console.print(f"profile written to {output}; curves: {', '.join(pngs)}")
+
+
+@tokens_app.command("generate")
+@handle_errors
+def generate_cmd(
+    input: str = typer.Argument(..., help="Prompt file (.jsonl/.csv with 'prompt') or benchmark name."),
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL: responses with the chosen control token."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile file or shipped name "
+                                                                       "(strict, balanced, lenient)."),
+    rule: Optional[str] = typer.Option(None, help="Without a profile: argmax | free (no control)."),
+    model: str = typer.Option("default", "--model", "-m"),
+    adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
+    max_new_tokens: int = typer.Option(256),
+    batch_size: int = typer.Option(16),
+    limit: Optional[int] = typer.Option(None),
+    run_dir: Optional[Path] = typer.Option(None, help="Run directory (default: derived from the settings)."),
+) -> None:
+    """Generate with a refusal policy; every answer carries the control token chosen and its category.
+    Each finished batch is saved; rerunning resumes."""
+    import time
+
+    from refusalkit.data.io import write_jsonl_atomic
+    from refusalkit.evaluate.generation import default_run_dir, generate_into_store, run_key
+    from refusalkit.evaluate.store import RunStore
+    from refusalkit.models.base import GenerationConfig
+    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
+
+    exs = _examples(input, limit)
+    prof = load_profile(profile) if profile else None
+    if prof is None and rule not in (None, "argmax", "free"):
+        fail_msg = f"unknown --rule {rule!r}; use argmax or free, or give --profile"
+        from refusalkit.errors import RefusalkitError
+        raise RefusalkitError(fail_msg)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens)
+    policy_desc = prof["policy"] if prof else {"rule": rule or "argmax"}
+    key = run_key(f"{model}|{adapter}", exs, cfg, policy=policy_desc)
+    rdir = run_dir or default_run_dir("tokens", key)
+    with RunStore(rdir) as store:
+        store.init_run(key, exs, kind="tokens", model=model, adapter=adapter, policy=policy_desc,
+                       config=cfg.to_dict(), input=input)
+        pending = store.pending()
+        t0 = time.perf_counter()
+        if pending:
+            hf, scheme, ids, info = _load(model, adapter, batch_size)
+            if prof is not None:
+                if prof.get("token_ids") and prof["token_ids"] != ids:
+                    from refusalkit.errors import RefusalkitError
+                    raise RefusalkitError(f"profile {prof['__path__']} was calibrated for token ids "
+                                          f"{prof['token_ids']}, this model has {ids}")
+                policy = policy_from_profile(prof)
+            else:
+                policy = None if rule == "free" else Policy(scheme, rule="argmax")
+            pm = PolicyModel(hf, policy, ids)
+            from refusalkit.cli.common import progress
+            with progress() as bar:
+                task = bar.add_task("gen", total=len(exs), completed=len(exs) - len(pending), rate="")
+                generate_into_store(store, pm, cfg, batch_size=batch_size,
+                                    on_batch=lambda n, t: bar.update(task, advance=n))
+        rows = []
+        for r in store.iter_response_dicts():
+            for k in ("control_token", "control_category", "refused", "probs"):
+                if f"gen_{k}" in r:
+                    r[k] = r.pop(f"gen_{k}")
+            rows.append(r)
+    n = write_jsonl_atomic(output, rows)
+    refused = sum(1 for r in rows if r.get("refused"))
+    console.print(f"wrote {n} responses to {output} ({refused} with a refusal token; run: {rdir}; "
+                  f"{time.perf_counter() - t0:.1f}s)")
+
+
+@tokens_app.command("logit-bias")
+@handle_errors
+def logit_bias_cmd(
+    profile: str = typer.Argument(..., help="Profile file or shipped name."),
+) -> None:
+    """Print the OpenAI-compatible ``logit_bias`` closest to a profile's policy, and its limits."""
+    import json
+
+    from refusalkit.tokens.policy import load_profile, policy_from_profile
+
+    prof = load_profile(profile)
+    bias, notes = policy_from_profile(prof).logit_bias(prof["token_ids"])
+    console.print_json(json.dumps({"logit_bias": bias, "notes": notes}))
+
+
+@tokens_app.command("merge")
+@handle_errors
+def merge_cmd(
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the merged transformers model."),
+    model: str = typer.Option("default", "--model", "-m"),
+    adapter: str = typer.Option("bundled"),
+) -> None:
+    """Write the base model with the adapter merged and the control tokens in its tokenizer (for vLLM or
+    any server that takes a transformers folder)."""
+    hf, scheme, ids, info = _load(model, adapter)
+    hf.model.save_pretrained(output)
+    hf.tokenizer.save_pretrained(output)
+    console.print(f"merged model written to {output}; control tokens {ids}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tokens`` command group to ``app``."""
+    app.add_typer(tokens_app, name="tokens")

@@ -1,0 +1,109 @@
+"""Loading a model with refusal tokens: the base model, its tokenizer extended with the control tokens,
+and a trained LoRA adapter merged in (so generation runs at the base model's speed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from refusalkit.errors import RefusalkitError
+from refusalkit.tokens.scheme import TokenScheme
+
+TOKENS_FILE = "refusal_tokens.json"
+BUNDLED_ADAPTER = "smollm2-135m-coconot"
+
+
+def bundled_adapter_dir() -> Path:
+    """Return the folder of the adapter shipped for the bundled model."""
+    return Path(str(resources.files("refusalkit") / "resources" / "tokens" / BUNDLED_ADAPTER))
+
+
+def resolve_adapter(adapter: str | os.PathLike) -> Path:
+    """Return the adapter folder for a path or ``bundled``; raise RefusalkitError when it is not one."""
+    p = bundled_adapter_dir() if str(adapter) == "bundled" else Path(adapter).expanduser()
+    if not (p / TOKENS_FILE).is_file() or not (p / "adapter_config.json").is_file():
+        raise RefusalkitError(f"{p} is not a refusal-token adapter (needs {TOKENS_FILE} and adapter_config.json); "
+                              "train one with `refusalkit tokens train` or use --adapter bundled")
+    return p
+
+
+def read_adapter_info(adapter_dir: str | os.PathLike) -> dict[str, Any]:
+    """Return the adapter's ``refusal_tokens.json`` (scheme, token ids, base model, training figures)."""
+    return json.loads((Path(adapter_dir) / TOKENS_FILE).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: str | os.PathLike, *, limit: int | None = None) -> str:
+    """Return the hex SHA-256 of a file (of its first ``limit`` bytes when given)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = limit
+        while chunk := fh.read(1 << 20 if left is None else min(1 << 20, left)):
+            h.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+                if left <= 0:
+                    break
+    return h.hexdigest()
+
+
+def model_hash(model_dir: str | os.PathLike) -> str:
+    """Return a SHA-256 over a model folder's weight files (``*.safetensors``), sorted by name."""
+    d = Path(model_dir)
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        return "unknown"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def adapter_hash(adapter_dir: str | os.PathLike) -> str:
+    """Return a SHA-256 over the adapter's weights and its token file."""
+    d = Path(adapter_dir)
+    h = hashlib.sha256()
+    for f in sorted(list(d.glob("*.safetensors")) + [d / TOKENS_FILE]):
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def load_token_model(model: str = "default", adapter: str | os.PathLike | None = "bundled", *,
+                     batch_size: int = 16, device: str | None = None):
+    """Return ``(hf_model, scheme, token_ids, info)``: an HFModel whose tokenizer has the control tokens
+    and whose weights have the adapter merged in.
+
+    ``adapter=None`` gives the base model with the control tokens added at their initial embeddings
+    (untrained; useful to compare). Raises RefusalkitError for an endpoint model or a bad adapter.
+    """
+    from refusalkit.models.spec import load_model
+    from refusalkit.tokens.scheme import add_control_tokens
+
+    if model.startswith("openai:"):
+        raise RefusalkitError("refusal-token scoring needs a local model (its logits); for an endpoint use "
+                              "`refusalkit tokens logit-bias` with a server that serves the merged model")
+    hf = load_model(model, batch_size=batch_size, device=device)
+    info: dict[str, Any] = {"adapter": None}
+    if adapter is None:
+        scheme = TokenScheme()
+    else:
+        adir = resolve_adapter(adapter)
+        info = read_adapter_info(adir)
+        info["adapter"] = str(adir)
+        scheme = TokenScheme.from_dict(info["scheme"])
+    ids = add_control_tokens(hf.tokenizer, hf.model, scheme)
+    if adapter is not None:
+        expected = info.get("token_ids") or {}
+        if expected and any(ids.get(t) != i for t, i in expected.items()):
+            raise RefusalkitError(f"the control tokens got ids {ids} but the adapter was trained with {expected}; "
+                                  "use the base model the adapter was trained on")
+        from peft import PeftModel
+        peft_model = PeftModel.from_pretrained(hf.model, str(adir))
+        hf.model = peft_model.merge_and_unload()
+        hf.model.eval()
+    return hf, scheme, ids, info

@@ -1,0 +1,262 @@
+"""Refusal-token control at inference: a policy decides, from the first response position's control-token
+probabilities, which control token to force; a transformers ``LogitsProcessor`` applies it during
+``generate``; ``logit_bias`` carries the closest equivalent to OpenAI-compatible servers.
+
+Decision rules (``q`` = softmax(logits / temperature) over the whole vocabulary at the first position):
+
+- ``threshold`` (per category, refusalkit's default): every refusal token k with ``q_k >= t_k`` is a
+  candidate; the candidate with the largest ``q_k`` is emitted, else ``[respond]``. A category without a
+  threshold uses the model's own preference (``q_k >= q[respond]``).
+- ``argmax`` (the paper's default): the control token with the largest ``q``.
+- ``set`` (the paper's released code): ``c* = argmax``; if ``c*`` is a refusal token of a category in the
+  controlled set S, emit it only when ``q_c* >= t`` (one threshold), else ``[respond]``; otherwise ``c*``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refusalkit.errors import RefusalkitError
+from refusalkit.tokens.scheme import RESPOND, TokenScheme
+
+RULES = ("threshold", "argmax", "set")
+
+
+@dataclass
+class Policy:
+    """A refusal policy over a token scheme.
+
+    ``thresholds`` maps a category (``"*"`` in the single scheme) to its threshold in [0, 1];
+    ``controlled``/``threshold`` are the set S and its threshold for the ``set`` rule.
+    """
+
+    scheme: TokenScheme
+    rule: str = "threshold"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    temperature: float = 1.0
+    controlled: list[str] | None = None
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise RefusalkitError(f"unknown policy rule {self.rule!r}; use one of {', '.join(RULES)}")
+        if not self.temperature > 0:
+            raise RefusalkitError(f"temperature must be > 0, got {self.temperature}")
+        known = set(self.scheme.categories) if self.scheme.mode == "category" else {"*"}
+        for k, v in self.thresholds.items():
+            if k not in known:
+                raise RefusalkitError(f"threshold for unknown category {k!r}; known: {', '.join(sorted(known))}")
+            if not (0.0 <= float(v) <= 1.0):
+                raise RefusalkitError(f"threshold for {k!r} must be in [0, 1], got {v}")
+        for k in self.controlled or []:
+            if k not in known:
+                raise RefusalkitError(f"controlled category {k!r} is not in the scheme")
+
+    # --- the decision ------------------------------------------------------------------------------------
+    def categories(self) -> list[str]:
+        """Return the category of each refusal token, in token order (``["*"]`` in the single scheme)."""
+        return ["*"] if self.scheme.mode == "single" else list(self.scheme.categories)
+
+    def decide(self, q: np.ndarray) -> np.ndarray:
+        """Return the index (into ``scheme.tokens``) of the control token to emit for each row of ``q``.
+
+        ``q`` has shape ``[n, len(scheme.tokens)]``: the probabilities of the refusal tokens, then of
+        ``[respond]``, already computed at this policy's temperature.
+        """
+        q = np.asarray(q, dtype=np.float64)
+        n_ref = q.shape[1] - 1
+        respond = n_ref
+        if self.rule == "argmax":
+            return q.argmax(1)
+        if self.rule == "set":
+            c = q.argmax(1)
+            cats = self.categories()
+            ctrl = np.array([cats[j] in set(self.controlled or cats) if j < n_ref else False for j in range(n_ref + 1)])
+            gated = ctrl[c] & (q[np.arange(len(q)), c] < self.threshold)
+            return np.where(gated, respond, c)
+        t = self.threshold_vector()
+        passes = np.where(np.isnan(t)[None, :], q[:, :n_ref] >= q[:, [respond]], q[:, :n_ref] >= t[None, :])
+        masked = np.where(passes, q[:, :n_ref], -1.0)
+        best = masked.argmax(1)
+        return np.where(passes.any(1), best, respond)
+
+    def threshold_vector(self) -> np.ndarray:
+        """Return the thresholds in refusal-token order (NaN where a category has none)."""
+        return np.array([self.thresholds.get(c, np.nan) for c in self.categories()], dtype=np.float64)
+
+    def refuses(self, q: np.ndarray) -> np.ndarray:
+        """Return a boolean per row: does the policy emit a refusal token?"""
+        return self.decide(q) < len(self.scheme.tokens) - 1
+
+    # --- serialisation -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return the policy as JSON-ready data (the ``policy`` part of a profile)."""
+        d = {"rule": self.rule, "temperature": self.temperature, "thresholds": dict(self.thresholds)}
+        if self.rule == "set":
+            d.update(controlled=self.controlled, threshold=self.threshold)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], scheme: TokenScheme) -> "Policy":
+        """Return the policy stored by :meth:`to_dict`."""
+        return cls(scheme=scheme, rule=d.get("rule", "threshold"), thresholds=dict(d.get("thresholds") or {}),
+                   temperature=float(d.get("temperature", 1.0)), controlled=d.get("controlled"),
+                   threshold=float(d.get("threshold", 0.5)))
+
+    # --- OpenAI-compatible servers ------------------------------------------------------------------------
+    def logit_bias(self, token_ids: dict[str, int]) -> tuple[dict[str, float], list[str]]:
+        """Return ``(logit_bias, notes)``: the biases that make an OpenAI-compatible server's first response
+        token follow this policy as closely as biases can, and what is lost.
+
+        Use them on a request with ``max_tokens=1`` (the first response token), then continue the answer
+        in a second request with the chosen token appended and no biases (e.g. vLLM's
+        ``continue_final_message``); see docs/refusal-tokens.md.
+        Every control token is lifted by +30 so that the first token is one of them (a server has no
+        "choose among these" option), and each refusal token k is shifted against ``[respond]`` by
+        ``-log(t_k / (1 - t_k))``: with greedy decoding the server then emits token k over ``[respond]``
+        iff ``q_k / q_respond >= t_k / (1 - t_k)``. That equals the policy's ``q_k >= t_k`` exactly when the
+        control tokens hold (nearly) all the probability at the first position, as after training; where
+        several refusal tokens pass, the server picks the largest biased logit, not the largest ``q``.
+        The softmax temperature cannot be expressed (biases act before the server's own sampling).
+        """
+        notes = ["apply to a max_tokens=1 request (temperature 0), then continue with the chosen token "
+                 "appended and no biases: biases act at every position",
+                 "the server must serve the adapter-merged model with the control tokens in its vocabulary "
+                 "(export with `refusalkit tokens merge`)",
+                 "a threshold t becomes an odds shift log(t/(1-t)) against [respond]: exact when the control "
+                 "tokens hold nearly all probability at the first position, approximate otherwise",
+                 "the temperature of the policy is not expressible with biases"]
+        cats = self.categories()
+        toks = self.scheme.refusal_tokens
+        lift = 30.0
+        bias: dict[str, float] = {str(token_ids[t]): lift for t in self.scheme.tokens}
+        if self.rule == "argmax":
+            return bias, notes + ["argmax: all control tokens lifted equally, the model's own choice decides"]
+        for c, tok in zip(cats, toks):
+            if self.rule == "set":
+                if c not in set(self.controlled or cats):
+                    continue
+                t = self.threshold
+            else:
+                t = self.thresholds.get(c)
+                if t is None:
+                    continue
+            if t <= 0.0:
+                shift = 70.0
+            elif t >= 1.0:
+                shift = -130.0
+            else:
+                shift = -_logit(t)
+            bias[str(token_ids[tok])] = round(max(-100.0, min(100.0, lift + shift)), 4)
+        if self.rule == "set":
+            notes.append("the set rule's 'argmax first, then threshold' becomes the same per-token odds shift")
+        return bias, notes
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def control_probs(logits: Any, token_ids: list[int], temperature: float = 1.0) -> np.ndarray:
+    """Return ``[n, len(token_ids)]`` probabilities of the control tokens from first-position logits.
+
+    The softmax runs over the whole vocabulary at ``temperature`` (as in the paper), so the control
+    tokens' probabilities need not sum to one.
+    """
+    import torch
+
+    x = torch.as_tensor(logits).float() / temperature
+    return torch.softmax(x, dim=-1)[:, token_ids].cpu().numpy().astype(np.float64)
+
+
+class RefusalTokenProcessor:
+    """A transformers ``LogitsProcessor`` that applies a :class:`Policy` at the first response position.
+
+    At the first generation step it computes the control-token probabilities, lets the policy choose,
+    and forces the chosen token (every other logit set to -inf). At later steps it returns the scores
+    untouched. A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
+    prefix of the inputs), so one processor can serve many calls. :attr:`records` holds, per row of each
+    call, the chosen token, its category and the control-token probabilities.
+    """
+
+    def __init__(self, policy: Policy, token_ids: dict[str, int]):
+        self.policy = policy
+        self.tokens = policy.scheme.tokens
+        self.ids = [token_ids[t] for t in self.tokens]
+        self.records: list[dict[str, Any]] = []
+        self._prompt = None
+
+    def reset(self) -> None:
+        """Forget the stored prompt and records."""
+        self.records = []
+        self._prompt = None
+
+    def _is_first(self, input_ids: Any) -> bool:
+        import torch
+
+        p = self._prompt
+        if p is None or input_ids.shape[0] != p.shape[0] or input_ids.shape[1] <= p.shape[1]:
+            return True
+        return not torch.equal(input_ids[:, :p.shape[1]], p)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        """Return the scores, forced to the chosen control token at the first response position."""
+        import torch
+
+        if not self._is_first(input_ids):
+            return scores
+        self._prompt = input_ids.clone()
+        q = control_probs(scores, self.ids, self.policy.temperature)
+        choice = self.policy.decide(q)
+        forced = torch.full_like(scores, float("-inf"))
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        cols = torch.as_tensor([self.ids[c] for c in choice], device=scores.device)
+        forced[rows, cols] = 0.0
+        for i, c in enumerate(choice):
+            tok = self.tokens[c]
+            self.records.append({"token": tok, "category": self.policy.scheme.token_category(tok),
+                                 "refused": tok != RESPOND,
+                                 "probs": {t: float(q[i, j]) for j, t in enumerate(self.tokens)}})
+        return forced
+
+
+def load_profile(path: str | os.PathLike) -> dict[str, Any]:
+    """Return a calibration profile's JSON (a path, or the name of a profile shipped with the bundled adapter).
+
+    Raises RefusalkitError for a missing or malformed profile.
+    """
+    from refusalkit.tokens.model import bundled_adapter_dir
+
+    p = Path(path)
+    if not p.is_file():
+        q = bundled_adapter_dir() / "profiles" / f"{path}.json"
+        if q.is_file():
+            p = q
+        else:
+            names = sorted(x.stem for x in (bundled_adapter_dir() / "profiles").glob("*.json"))
+            raise RefusalkitError(f"no profile {str(path)!r}: neither a file nor a shipped profile "
+                                  f"({', '.join(names) or 'none shipped'})")
+    try:
+        prof = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RefusalkitError(f"{p}: not a JSON calibration profile ({e})") from None
+    if not isinstance(prof, dict) or "policy" not in prof or "scheme" not in prof:
+        raise RefusalkitError(f"{p}: not a calibration profile (needs 'scheme' and 'policy')")
+    prof["__path__"] = str(p)
+    return prof
+
+
+def policy_from_profile(prof: dict[str, Any]) -> Policy:
+    """Return the policy of a loaded profile."""
+    return Policy.from_dict(prof["policy"], TokenScheme.from_dict(prof["scheme"]))
+
+
+__all__ = ["Policy", "RefusalTokenProcessor", "control_probs", "load_profile", "policy_from_profile", "asdict"]
