@@ -252,6 +252,8 @@ def test_parse_targets():
     t = parse_targets("Requests with safety concerns=0.9, incomplete=20%", s)
     assert t == {"Requests with safety concerns": 0.9, "Incomplete requests": 0.2}
     assert len(parse_targets("*=0.5", s)) == 5
+    t = parse_targets("Requests with safety concerns=0.9,*=0.2", s)
+    assert t["Requests with safety concerns"] == 0.9 and t["Humanizing requests"] == 0.2
     for bad in ("nope=0.5", "safety=2", "safety", "safety=x"):
         with pytest.raises(RefusalkitError):
             parse_targets(bad, s)

@@ -42,6 +42,15 @@ def refusal_table(rows: list[dict], title: str) -> Table:
     return t
 
 
+def show_refusal_tokens(exs, out_dir) -> None:
+    """Print the bundled model after the refusal-token adapter, under its shipped profiles (see tokens/demo.py)."""
+    from refusalkit.tokens.demo import run_tokens_demo
+
+    console.print("\n[bold]Refusal tokens[/]: the same model with the shipped adapter; each policy sets how often "
+                  "each category is refused, without retraining")
+    run_tokens_demo(console, exs, out_dir=out_dir)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command to ``app``."""
 
@@ -51,7 +60,9 @@ def register(app: typer.Typer) -> None:
              max_new_tokens: int = typer.Option(64, help="New tokens per answer."),
              detector: str = typer.Option("keyword", help="Detector that judges the answers."),
              examples: int = typer.Option(3, help="Example answers to print."),
-             run_dir: Optional[str] = typer.Option(None, help="Run directory (default: under the runs root).")) -> None:
+             run_dir: Optional[str] = typer.Option(None, help="Run directory (default: under the runs root)."),
+             tokens: bool = typer.Option(True, "--tokens/--no-tokens",
+                                         help="Also show the refusal-token adapter and its shipped profiles.")) -> None:
         """Generate answers to the demo prompts and show how often the model refuses, per category."""
         from pathlib import Path
 
@@ -74,3 +85,5 @@ def register(app: typer.Typer) -> None:
             console.print(f"[dim]{escape(str(r.category))} ({r.expected})[/] {escape(r.prompt)}\n"
                           f"  -> {escape('[' + v + ']')} {escape(repr(r.response[:200]))}")
         console.print(f"responses stored in {rdir}")
+        if tokens and model == "default":
+            show_refusal_tokens(exs, Path(rdir) / "token-curves")

@@ -175,8 +175,9 @@ def calibrate_cmd(
     write_text_atomic(output, json.dumps(prof, indent=2))
     cdir = plots or output.with_suffix("")
     thr = prof["policy"].get("thresholds")
-    pngs = plot_curves(curves(cal.q, cal.categories, cal.refuse, scheme), cdir, thresholds=thr,
-                       title=f"{prof['name']} (calibration split)")
+    cdata = curves(cal.q, cal.categories, cal.refuse, scheme, n_points=80)
+    pngs = plot_curves(cdata, cdir, thresholds=thr, title=f"{prof['name']} (calibration split)")
+    write_text_atomic(Path(cdir) / "curves.json", json.dumps(cdata))
     console.print(profile_table(prof))
     console.print(f"profile written to {output}; curves: {', '.join(pngs)}")
 

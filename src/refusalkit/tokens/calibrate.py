@@ -32,6 +32,7 @@ def parse_targets(spec: str, scheme: TokenScheme) -> dict[str, float]:
     cats = ["*"] if scheme.mode == "single" else list(scheme.categories)
     by_short = {s: c for c, s in scheme.categories.items()}
     out: dict[str, float] = {}
+    star = None
     for part in [p for p in spec.split(",") if p.strip()]:
         if "=" not in part:
             raise RefusalkitError(f"bad --target item {part!r}: expected CATEGORY=RATE, e.g. "
@@ -45,7 +46,7 @@ def parse_targets(spec: str, scheme: TokenScheme) -> dict[str, float]:
         if not 0 <= r <= 1:
             raise RefusalkitError(f"rate for {name!r} must be within [0, 1], got {r}")
         if name == "*":
-            out.update({c: r for c in cats})
+            star = r  # applied below, so named categories win whatever the order
             continue
         cat = name if name in cats else by_short.get(name)
         if scheme.mode == "single":
@@ -53,6 +54,8 @@ def parse_targets(spec: str, scheme: TokenScheme) -> dict[str, float]:
         if cat is None:
             raise RefusalkitError(f"unknown category {name!r} in --target; known: {', '.join(cats)}")
         out[cat] = r
+    if star is not None:
+        out = {**{c: star for c in cats}, **out}
     if not out:
         raise RefusalkitError("empty --target")
     return out
@@ -235,16 +238,14 @@ def curves(q: np.ndarray, categories: list[str | None], refuse: np.ndarray, sche
             continue
         qk = q[:, k]
         rate = [float(np.mean(qk[pos] >= t)) for t in grid]
-        crate = [float(np.mean(qk[con] >= t)) if con.any() else float("nan") for t in grid]
-        fpr = [float(np.mean(qk[neg] >= t)) if neg.any() else float("nan") for t in grid]
+        crate = [float(np.mean(qk[con] >= t)) for t in grid] if con.any() else []
+        fpr = [float(np.mean(qk[neg] >= t)) for t in grid] if neg.any() else []
         sub = pos | neg
         f1 = []
         for t in grid:
             pred = qk[sub] >= t
-            tp = np.sum(pred & y[sub])
-            f1.append(float(2 * tp / max(pred.sum() + y[sub].sum(), 1)) if False else
-                      float(2 * np.sum(pred & pos[sub]) / max(pred.sum() + pos[sub].sum(), 1)))
-        auc = float("nan")
+            f1.append(float(2 * np.sum(pred & pos[sub]) / max(pred.sum() + pos[sub].sum(), 1)))
+        auc = None
         if neg.any():
             from sklearn.metrics import roc_auc_score
             auc = float(roc_auc_score(np.r_[np.ones(pos.sum()), np.zeros(neg.sum())],
@@ -272,7 +273,8 @@ def plot_curves(curve_data: dict[str, Any], out_dir: Any, *, thresholds: dict[st
         for i, (c, d) in enumerate(curve_data.items()):
             color = f"C{i}"
             if name == "roc":
-                ax.plot(d["fpr"], d["tpr"], color=color, label=f"{c} (AUC {d['auc']:.2f})")
+                if d["fpr"]:
+                    ax.plot(d["fpr"], d["tpr"], color=color, label=f"{c} (AUC {d['auc']:.2f})")
             elif name == "f1":
                 ax.plot(d["threshold"][1:], d["f1"][1:], color=color, label=c)
             else:

@@ -1,0 +1,117 @@
+"""Benchmark: refusal-token calibration by scoring vs by generating, and generation overhead of the policy.
+
+Both measurements run side by side in one process on the same prompts:
+
+1. Measuring every category's refusal rate by *scoring* (one forward pass per prompt, no generation)
+   against measuring it by *generating* 256 new tokens per prompt and judging the answers with a detector
+   (the only way without refusal tokens). Target: scoring >= 20x faster.
+2. Tokens/s of generation with the policy's LogitsProcessor against plain generation of the same merged
+   model (both forced to the same number of new tokens; runs interleaved, median of repeats).
+   Target: overhead <= 5%.
+
+    python bench/tokens.py --n 40 --gen-tokens 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/coconot_prompts.jsonl")
+    ap.add_argument("--adapter", default="bundled")
+    ap.add_argument("--n", type=int, default=40, help="Calibration prompts (stratified by category).")
+    ap.add_argument("--gen-tokens", type=int, default=256)
+    ap.add_argument("--speed-tokens", type=int, default=64)
+    ap.add_argument("--speed-prompts", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--detector", default="default")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--json", default=None, help="Also write the results here.")
+    args = ap.parse_args()
+
+    import torch
+
+    from refusalkit.models.base import GenerationConfig
+    from refusalkit.tokens.calibrate import score_prompts
+    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.model import load_token_model
+    from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
+    from refusalkit.tokens.profile import calibration_splits
+
+    hf, scheme, ids, info = load_token_model("default", args.adapter, batch_size=args.batch_size)
+    cal = [it for it in calibration_splits(args.data, info)["calibration"] if it.refuse]
+    by_cat = defaultdict(list)
+    for it in cal:
+        by_cat[it.category].append(it)
+    rng = random.Random(0)
+    per = max(1, args.n // len(by_cat))
+    sample = [x for c in sorted(by_cat) for x in rng.sample(by_cat[c], min(per, len(by_cat[c])))]
+    prompts = [it.prompt for it in sample]
+    try:
+        from refusalkit.detect import get_detector
+        det = get_detector(args.detector)
+        det_name = args.detector
+    except Exception as e:  # noqa: BLE001 - fall back to the keyword detector and say so
+        print(f"detector {args.detector!r} unavailable ({e}); using keyword")
+        from refusalkit.detect import get_detector
+        det, det_name = get_detector("keyword"), "keyword"
+
+    print(f"torch threads {torch.get_num_threads()}; {len(prompts)} calibration prompts "
+          f"({per} per category, {len(by_cat)} categories)")
+    score_prompts(hf, prompts[:2], ids, scheme)  # warm-up
+    t0 = time.perf_counter()
+    q = score_prompts(hf, prompts, ids, scheme, batch_size=args.batch_size)
+    t_score = time.perf_counter() - t0
+
+    free = PolicyModel(hf, None, ids)
+    t0 = time.perf_counter()
+    gens = free.generate(prompts, GenerationConfig(max_new_tokens=args.gen_tokens), batch_size=args.batch_size)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    det.predict([g.text for g in gens], prompts=prompts)
+    t_det = time.perf_counter() - t0
+    n_new = sum(g.n_tokens for g in gens)
+    ratio = (t_gen + t_det) / t_score
+    print(f"\n1) rates for all categories: scoring {t_score:.2f}s vs generating {args.gen_tokens} tokens "
+          f"({n_new} tokens) {t_gen:.1f}s + {det_name} detector {t_det:.2f}s = {t_gen + t_det:.1f}s "
+          f"-> scoring is {ratio:.0f}x faster (target >= 20x)")
+
+    # 2) generation speed with and without the policy (same model, same fixed length)
+    try:
+        pol = policy_from_profile(load_profile("balanced"))
+    except Exception:  # noqa: BLE001 - no shipped profile: a fixed threshold policy costs the same
+        pol = Policy(scheme, thresholds={c: 0.5 for c in scheme.categories})
+    sp = prompts[:args.speed_prompts]
+    cfg = GenerationConfig(max_new_tokens=args.speed_tokens, extra={"min_new_tokens": args.speed_tokens})
+    plain, ctrl = [], []
+    with_policy = PolicyModel(hf, pol, ids)
+    free.generate(sp[:2], GenerationConfig(max_new_tokens=4))  # warm-up
+    for _ in range(args.repeats):
+        for label, m, acc in (("plain", free, plain), ("policy", with_policy, ctrl)):
+            t0 = time.perf_counter()
+            g = m.generate(sp, cfg, batch_size=len(sp))
+            dt = time.perf_counter() - t0
+            acc.append(sum(x.n_tokens for x in g) / dt)
+    p_med, c_med = statistics.median(plain), statistics.median(ctrl)
+    overhead = (p_med - c_med) / p_med
+    print(f"2) generation tokens/s (batch {len(sp)}, {args.speed_tokens} new tokens, median of {args.repeats}): "
+          f"plain {p_med:.1f} vs with policy {c_med:.1f} -> overhead {overhead:+.1%} (target <= 5%)")
+    print(f"   runs plain {[round(x, 1) for x in plain]} policy {[round(x, 1) for x in ctrl]}")
+    res = {"n_prompts": len(prompts), "score_seconds": t_score, "generate_seconds": t_gen,
+           "detect_seconds": t_det, "detector": det_name, "gen_tokens": args.gen_tokens, "speedup": ratio,
+           "plain_tok_s": plain, "policy_tok_s": ctrl, "overhead": overhead,
+           "threads": torch.get_num_threads()}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
