@@ -75,7 +75,7 @@ def resolve_detector(name: str | None):
     try:
         return get_detector("default")
     except (RefusalkitError, FileNotFoundError, OSError, ValueError):
-        return get_detector()
+        return get_detector("keyword")  # no shipped default detector in this install
 
 
 def detector_error_rates(det: Any, sens: float | None = None, spec: float | None = None) -> ErrorRates | None:
