@@ -1,7 +1,7 @@
 """Self-contained HTML reports for one eval run and for a comparison of runs.
 
 Everything is inline: PNG plots as base64 data URIs, CSS, and a small script that makes tables sortable
-(click a header) and, once the page has loaded, records on ``<body>`` how many plots decoded
+(click a header, or open ``report.html#sort=TABLE_ID:COLUMN[:desc]``) and, once the page has loaded, records on ``<body>`` how many plots decoded
 (``data-images-ok``), so a headless browser can check that the report renders.
 """
 
@@ -41,6 +41,10 @@ function sortTable(th){
 document.addEventListener('DOMContentLoaded',()=>{
   document.querySelectorAll('table.sortable th').forEach(th=>th.addEventListener('click',()=>sortTable(th)));
   document.body.dataset.sortable=document.querySelectorAll('table.sortable').length;
+  // deep link: report.html#sort=TABLE_ID:COLUMN[:desc] opens with that table sorted
+  const m=location.hash.match(/^#sort=([\\w-]+):(\\d+)(:desc)?$/);
+  if(m){const th=document.querySelectorAll('#'+m[1]+' thead th')[+m[2]];
+        if(th){sortTable(th);if(m[3])sortTable(th);document.body.dataset.sortedBy=m[1]+':'+m[2];}}
 });
 window.addEventListener('load',()=>{
   const imgs=[...document.images];
