@@ -101,3 +101,20 @@ def test_stratified_limit_covers_every_stratum_and_is_seeded():
     assert [x.id for x in pick] != [x.id for x in stratified_limit(exs, 24, seed=2)]
     order = [exs.index(x) for x in pick]
     assert order == sorted(order)
+
+
+def test_error_rates_come_from_the_model_card_or_the_command_line():
+    from refusalkit.evaluate.judge import detector_error_rates
+
+    class Carded:
+        name = "carded"
+        card = {"metrics": {"sensitivity": 0.81, "specificity": 0.96, "n_pos": 100, "n_neg": 156,
+                            "protocol": "held-out split"}}
+
+    er = detector_error_rates(Carded())
+    assert (er.sensitivity, er.specificity, er.n_pos, er.n_neg) == (0.81, 0.96, 100, 156)
+    assert "held-out split" in er.source
+    assert detector_error_rates(Carded(), 0.9, 0.8).source == "command line"
+    assert detector_error_rates(type("NoCard", (), {"name": "x", "card": {"kind": "rules"}})()) is None
+    with pytest.raises(RefusalkitError, match="both --sens and --spec"):
+        detector_error_rates(Carded(), 0.9, None)

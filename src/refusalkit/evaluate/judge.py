@@ -98,7 +98,9 @@ def detector_error_rates(det: Any, sens: float | None = None, spec: float | None
             n_pos, n_neg = scope.get("n_pos"), scope.get("n_neg")
             return ErrorRates(float(scope["sensitivity"]), float(scope["specificity"]),
                               n_pos=int(n_pos) if n_pos else None, n_neg=int(n_neg) if n_neg else None,
-                              source=str(scope.get("source") or card.get("source") or f"{det.name} model card"))
+                              source=str(scope.get("source") or card.get("source") or
+                                         f"{det.name} model card: " + str((card.get("metrics") or {}).get(
+                                             "protocol", "measured sensitivity/specificity"))))
     return None
 
 
