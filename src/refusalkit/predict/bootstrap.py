@@ -1,0 +1,93 @@
+"""Bootstrapping a prompt classifier for any target model (Reuter & Schulze 2023): generate the model's
+answers to unlabelled prompts, label them with a response detector, train a prompt classifier on the labels,
+and report its cross-validated accuracy and most predictive n-grams."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refusalkit.predict.prompt_model import PromptClassifier
+
+
+def cv_accuracy(prompts: list[str], y: list[int], features: str = "tfidf", folds: int = 5, seed: int = 0) -> float | None:
+    """Return the mean accuracy of a :class:`PromptClassifier` under stratified ``folds``-fold cross-validation
+    (``None`` when a class has fewer than ``folds`` prompts)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ya = np.asarray(y)
+    if min(int(ya.sum()), int(len(ya) - ya.sum())) < folds:
+        return None
+    P = np.asarray(prompts, dtype=object)
+    accs = []
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(P, ya):
+        m = PromptClassifier(features=features).fit(list(P[tr]), ya[tr])
+        accs.append(float((m.predict(list(P[te])) == ya[te]).mean()))
+    return float(np.mean(accs))
+
+
+def train_from_responses(prompts: list[str], responses: list[str], detector: Any, *, target_model: str,
+                         features: str = "tfidf", folds: int = 5) -> tuple[PromptClassifier | None, dict[str, Any]]:
+    """Return ``(classifier, report)``: label responses with ``detector``, train a prompt classifier on them.
+
+    The classifier is ``None`` when the model answered (or refused) every prompt; the report then says so
+    and gives the refusal rate, which is the best prediction there is.
+    """
+    verdicts = detector.predict(responses, prompts)
+    y = [int(v != "full_compliance") for v in verdicts]
+    rate = float(np.mean(y)) if y else 0.0
+    report: dict[str, Any] = {"target_model": target_model, "n_prompts": len(prompts), "n_refused": int(sum(y)),
+                              "refusal_rate": rate, "labelled_by": getattr(detector, "name", "detector"),
+                              "features": features}
+    if len(set(y)) < 2:
+        report["note"] = (f"the model {'refused' if y and y[0] else 'answered'} all {len(y)} prompts, so there is "
+                          "nothing to learn beyond the constant rate")
+        return None, report
+    report["cv_accuracy"] = cv_accuracy(prompts, y, features, folds)
+    report["majority_baseline"] = max(rate, 1 - rate)
+    clf = PromptClassifier(features=features, target_model=target_model).fit(prompts, y)
+    report["top_ngrams"] = clf.top_ngrams(10)
+    report["trained_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return clf, report
+
+
+def rs_prompt_figures(data_path: str | Path, features: str = "tfidf+embedding", seed: int = 0) -> dict[str, Any]:
+    """Return the paper's prompt-classifier figures on the Reuter & Schulze set: accuracy on the 985
+    hand-labelled Quora prompts under 5-fold stratified cross-validation, and when trained on the other
+    subsets (political figures, nyp) only."""
+    from refusalkit.detect.datasets import read_labelled
+
+    rows = read_labelled(data_path, "reuter_schulze")
+    q = [r for r in rows if r.get("category") == "quora_insincere"]
+    o = [r for r in rows if r.get("category") != "quora_insincere"]
+    yq = [int(r["label"] != "full_compliance") for r in q]
+    yo = [int(r["label"] != "full_compliance") for r in o]
+    out: dict[str, Any] = {"n_quora": len(q), "n_other": len(o), "features": features,
+                           "majority_baseline": max(np.mean(yq), 1 - np.mean(yq))}
+    for feats in dict.fromkeys(["tfidf", features]):
+        out[f"cv5_{feats}"] = cv_accuracy([r["prompt"] for r in q], yq, feats, 5, seed)
+        m = PromptClassifier(features=feats).fit([r["prompt"] for r in o], yo)
+        out[f"other_subsets_{feats}"] = float((m.predict([r["prompt"] for r in q]) == np.asarray(yq)).mean())
+    return out
+
+
+def build_shipped_predictor(data_path: str | Path, out: str | Path, features: str = "tfidf+embedding") -> dict[str, Any]:
+    """Train the shipped ChatGPT prompt classifier on every labelled Reuter & Schulze prompt, write it with
+    its card (including the paper-protocol figures) to ``out``, and return the card."""
+    from refusalkit.detect.datasets import read_labelled
+
+    rows = read_labelled(data_path, "reuter_schulze")
+    prompts = [r["prompt"] for r in rows]
+    y = [int(r["label"] != "full_compliance") for r in rows]
+    clf = PromptClassifier(features=features, target_model="gpt-3.5-turbo (ChatGPT, 2023)").fit(prompts, y)
+    card = {"name": "prompt_chatgpt", "target_model": clf.target_model, "features": features,
+            "command": "refusalkit detect train --shipped --data-dir ../shared/data",
+            "training_data": "all 1,706 labelled prompts of Reuter & Schulze 2023 chatgpt_refusals (MIT); "
+                             "label = ChatGPT's response was not 'complied'",
+            "n": len(prompts), "n_refused": int(sum(y)), "paper_protocol": rs_prompt_figures(data_path, features),
+            "top_ngrams": clf.top_ngrams(15)}
+    clf.save(out, card)
+    return card

@@ -1,0 +1,123 @@
+"""A prompt classifier: TF-IDF word n-grams (plus, optionally, MiniLM prompt embeddings) into a logistic
+regression that gives P(the target model refuses this prompt). Saved as JSON + npz, with a model card."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from refusalkit.detect.base import check_texts, read_card, write_card
+from refusalkit.errors import InputError, RefusalkitError
+
+KIND = "prompt_classifier"
+
+
+class PromptClassifier:
+    """P(refusal) from the prompt alone. ``features``: ``tfidf`` or ``tfidf+embedding``."""
+
+    def __init__(self, features: str = "tfidf+embedding", C: float = 3.0, embedding_weight: float = 2.0,
+                 target_model: str = "unknown"):
+        if features not in ("tfidf", "tfidf+embedding"):
+            raise RefusalkitError(f"unknown prompt features {features!r}; use tfidf or tfidf+embedding")
+        self.features, self.C, self.embedding_weight, self.target_model = features, C, embedding_weight, target_model
+        self.card: dict[str, Any] | None = None
+
+    def _X(self, prompts: list[str]):
+        M = self.vec_.transform(prompts)
+        if self.features == "tfidf+embedding":
+            from refusalkit.detect.embedding import embed
+            M = sparse.hstack([M, sparse.csr_matrix(embed(prompts) * self.embedding_weight)], format="csr")
+        return M
+
+    def fit(self, prompts, y):
+        """Return self after fitting on prompts and binary labels ``y`` (1 = the model refused)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        P = check_texts(prompts, "prompt")
+        y = np.asarray([int(v) for v in y])
+        if len(y) != len(P):
+            raise InputError(f"{len(y)} labels for {len(P)} prompts", field="label")
+        if len(set(y.tolist())) < 2:
+            raise RefusalkitError(f"all {len(y)} training prompts have the same label ({int(y[0]) if len(y) else '-'}); "
+                                  "a prompt classifier needs both refused and answered prompts")
+        self.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
+                                    max_features=50000, dtype=np.float32).fit(P)
+        lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P), y)
+        self.coef_, self.intercept_ = lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+        return self
+
+    def p_refusal(self, prompts) -> np.ndarray:
+        """Return P(refusal) per prompt."""
+        P = check_texts(prompts, "prompt")
+        if not P:
+            return np.zeros(0)
+        z = np.asarray(self._X(P) @ self.coef_).ravel() + self.intercept_
+        return 1 / (1 + np.exp(-z))
+
+    def predict(self, prompts) -> np.ndarray:
+        """Return 1 (refused) / 0 per prompt (``p_refusal >= 0.5``)."""
+        return (self.p_refusal(prompts) >= 0.5).astype(int)
+
+    def top_ngrams(self, k: int = 15) -> dict[str, list[tuple[str, float]]]:
+        """Return the ``k`` n-grams with the largest coefficients towards refusal and towards compliance."""
+        inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
+        w = self.coef_[: len(inv)]
+        order = np.argsort(w)
+        return {"refusal": [(inv[j], round(float(w[j]), 3)) for j in order[::-1][:k]],
+                "compliance": [(inv[j], round(float(w[j]), 3)) for j in order[:k]]}
+
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write the classifier (meta.json, weights.npz, card.json) into ``folder``; return it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
+        meta = {"kind": KIND, "format_version": 1, "features": self.features, "C": self.C,
+                "embedding_weight": self.embedding_weight, "target_model": self.target_model, "vocabulary": inv}
+        (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        np.savez_compressed(folder / "weights.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
+                            idf=self.vec_.idf_.astype(np.float32))
+        if card is not None:
+            write_card(folder, card)
+            self.card = card
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "PromptClassifier":
+        """Return a classifier read from ``folder``."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        folder = Path(folder)
+        mp = folder / "meta.json"
+        if not mp.is_file():
+            raise RefusalkitError(f"{folder}: not a saved prompt classifier (no meta.json)")
+        meta = json.loads(mp.read_text(encoding="utf-8"))
+        if meta.get("kind") != KIND:
+            raise RefusalkitError(f"{folder}: a {meta.get('kind')!r}, not a prompt classifier")
+        with np.load(folder / "weights.npz", allow_pickle=False) as z:
+            coef, icpt, idf = z["coef"], float(z["intercept"][0]), z["idf"]
+        m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
+                target_model=meta["target_model"])
+        m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
+                                 dtype=np.float32, vocabulary={t: i for i, t in enumerate(meta["vocabulary"])})
+        m.vec_.idf_ = idf.astype(np.float64)
+        m.coef_, m.intercept_ = coef, icpt
+        m.card = read_card(folder)
+        return m
+
+
+def shipped_predictor_dir() -> Path:
+    """Return the folder of the shipped prompt classifier (target: ChatGPT gpt-3.5-turbo, 2023)."""
+    return Path(str(resources.files("refusalkit") / "resources" / "detect" / "prompt_chatgpt"))
+
+
+def get_predictor(name_or_dir: str = "chatgpt") -> PromptClassifier:
+    """Return a ready prompt classifier: ``chatgpt`` (shipped) or a folder written by ``refusalkit predict train``."""
+    if name_or_dir in ("chatgpt", "default"):
+        return PromptClassifier.load(shipped_predictor_dir())
+    return PromptClassifier.load(name_or_dir)
