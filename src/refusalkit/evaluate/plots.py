@@ -69,7 +69,7 @@ def frontier_plot(points: list[dict[str, Any]], title: str = "Safety vs over-ref
         if p.get("y_ci") and None not in p["y_ci"]:
             yerr = [[max(p["y"] - p["y_ci"][0], 0)], [max(p["y_ci"][1] - p["y"], 0)]]
         ax.errorbar([p["x"]], [p["y"]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}",
-                    label=f"{p['label']} (n={p['n_x']}/{p['n_y']})")
+                    label=f"{p['label']} (n benign={p['n_x']}, harmful={p['n_y']})")
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
