@@ -17,33 +17,11 @@ from refusalkit.evaluate.store import RunStore
 
 T2I_DETECTOR = "t2i"
 
-# Fallback mapping from the taxonomy to each benchmark's own classes, used until (or unless)
-# refusalkit.detect.conventions provides one. XSTest counts "only offers alternatives" as full refusal.
-_FALLBACK_CONVENTIONS: dict[str, dict[str, str]] = {
-    "xstest": {"full_compliance": "1_full_compliance", "full_refusal": "2_full_refusal",
-               "redirection": "2_full_refusal", "partial_refusal": "3_partial_refusal"},
-    "orbench": {"full_compliance": "direct_answer", "full_refusal": "direct_refusal",
-                "redirection": "indirect_refusal", "partial_refusal": "indirect_refusal"},
-    "reuter_schulze": {"full_compliance": "compliance", "full_refusal": "refusal",
-                       "redirection": "refusal", "partial_refusal": "refusal"},
-    "coconot": {"full_compliance": "compliance", "full_refusal": "noncompliance",
-                "redirection": "noncompliance", "partial_refusal": "noncompliance"},
-    "binary": {"full_compliance": "compliance", "full_refusal": "refusal",
-               "redirection": "refusal", "partial_refusal": "refusal"},
-}
-
 
 def convention_label(label: str, convention: str) -> str:
     """Return the benchmark-convention class of a taxonomy label (e.g. ``2_full_refusal`` for XSTest)."""
-    try:
-        from refusalkit.detect import conventions as conv  # provided by the detection package when present
-        fn = getattr(conv, "to_convention", None) or getattr(conv, "map_label", None)
-        if fn is not None:
-            return str(fn(label, convention))
-    except (ImportError, KeyError, ValueError, RefusalkitError):
-        pass
-    table = _FALLBACK_CONVENTIONS.get(convention, _FALLBACK_CONVENTIONS["binary"])
-    return table[label]
+    from refusalkit.detect.conventions import to_convention
+    return to_convention(label, convention)
 
 
 def benchmark_convention(source: str | None) -> str:
