@@ -3,7 +3,10 @@
 Prints tokens/s for each mode, the speed-up ratio and each mode's peak memory (resident set size of a
 fresh child process per mode, so the two peaks don't mix). Usage:
 
-    python bench/generation.py [--prompts 32] [--batch-size 16] [--max-new-tokens 64]
+    python bench/generation.py [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--rounds 2]
+
+The modes alternate for ``--rounds`` rounds so that a change in machine load hits both alike; tokens and
+seconds are summed over rounds.
 """
 
 from __future__ import annotations
@@ -52,15 +55,22 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
     ctx = mp.get_context("spawn")
-    results = {}
-    for mode in ("sequential", "batched"):
-        q = ctx.Queue()
-        p = ctx.Process(target=_run, args=(mode, a.prompts, a.batch_size, a.max_new_tokens, q))
-        p.start()
-        results[mode] = q.get()
-        p.join()
+    results: dict[str, dict] = {}
+    for _ in range(a.rounds):
+        for mode in ("sequential", "batched"):
+            q = ctx.Queue()
+            p = ctx.Process(target=_run, args=(mode, a.prompts, a.batch_size, a.max_new_tokens, q))
+            p.start()
+            r = q.get()
+            p.join()
+            acc = results.setdefault(mode, {"mode": mode, "seconds": 0.0, "tokens": 0, "peak_rss_mib": 0.0})
+            acc["seconds"] += r["seconds"]
+            acc["tokens"] += r["tokens"]
+            acc["peak_rss_mib"] = max(acc["peak_rss_mib"], r["peak_rss_mib"])
+            acc["tokens_per_s"] = acc["tokens"] / acc["seconds"]
     s, b = results["sequential"], results["batched"]
     print(f"{'mode':<12}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'peak RSS MiB':>14}")
     for r in (s, b):
