@@ -36,7 +36,7 @@ def train_cmd(
     max_length: int = typer.Option(160, help="Longest training sequence in tokens."),
     epochs: float = typer.Option(2.0),
     max_steps: int = typer.Option(-1, help="Stop after N optimiser steps (overrides --epochs)."),
-    learning_rate: float = typer.Option(1e-3),
+    learning_rate: float = typer.Option(2e-4),
     batch_size: int = typer.Option(8, help="Sequences per device per step."),
     grad_accum: int = typer.Option(1),
     lora_r: int = typer.Option(8),
@@ -46,6 +46,9 @@ def train_cmd(
     work_dir: Optional[Path] = typer.Option(None, help="Base answers and checkpoints (default OUTPUT/_work)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     fresh: bool = typer.Option(False, help="Discard checkpoints and cached answers."),
+    refine_rows: bool = typer.Option(True, "--refine-rows/--no-refine-rows",
+                                     help="After SFT, refit the control-token rows on the decision (one forward "
+                                          "pass per prompt; separates the categories)."),
 ) -> None:
     """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
     from refusalkit.tokens.train import TrainConfig, train_tokens
@@ -57,11 +60,11 @@ def train_cmd(
                       respond_target=respond_target, answer_tokens=answer_tokens, max_length=max_length,
                       epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                       grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
-                      save_steps=save_steps)
+                      save_steps=save_steps, refine_rows=refine_rows)
     info = train_tokens(cfg, output, work_dir=work_dir, log=_log, fresh=fresh)
     if info:
         console.print(f"adapter written to {output} ({info['global_step']} steps, loss {info['train_loss']:.3f}, "
-                      f"{info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}")
+                      f"{info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}", markup=False)
 
 
 def profile_table(prof: dict):
@@ -161,7 +164,9 @@ def calibrate_cmd(
 
     hf, scheme, ids, info = _load(model, adapter, batch_size)
     splits = calibration_splits(data, info)
-    key = f"{model}|{info.get('adapter')}|{info.get('base_model_sha256')}"
+    from refusalkit.tokens.model import adapter_hash
+    # the cache must change whenever the adapter's weights do (a retrained adapter in the same folder)
+    key = f"{model}|{adapter_hash(info['adapter']) if info.get('adapter') else None}|{info.get('base_model_sha256')}"
     t0 = time.perf_counter()
     cal = score_items(hf, splits["calibration"], ids, scheme, temperature=temperature, cache_key=key)
     test = score_items(hf, splits["test"], ids, scheme, temperature=temperature, cache_key=key)
@@ -189,7 +194,13 @@ def generate_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="JSONL: responses with the chosen control token."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile file or shipped name "
                                                                        "(strict, balanced, lenient)."),
-    rule: Optional[str] = typer.Option(None, help="Without a profile: argmax | free (no control)."),
+    rule: Optional[str] = typer.Option(None, help="Without a profile: argmax | threshold (with --thresholds) | "
+                                                  "set (with --controlled, --set-threshold) | free (no control)."),
+    thresholds: Optional[str] = typer.Option(None, help="For --rule threshold: 'CATEGORY=T,...' ('*=T' for all)."),
+    controlled: Optional[str] = typer.Option(None, help="For --rule set: comma-separated categories in S "
+                                                        "(default: all)."),
+    set_threshold: float = typer.Option(0.5, help="For --rule set: the one threshold of S."),
+    temperature: float = typer.Option(1.0, help="Softmax temperature (without a profile)."),
     model: str = typer.Option("default", "--model", "-m"),
     adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
     max_new_tokens: int = typer.Option(256),
@@ -210,12 +221,15 @@ def generate_cmd(
 
     exs = _examples(input, limit)
     prof = load_profile(profile) if profile else None
-    if prof is None and rule not in (None, "argmax", "free"):
-        fail_msg = f"unknown --rule {rule!r}; use argmax or free, or give --profile"
-        from refusalkit.errors import RefusalkitError
-        raise RefusalkitError(fail_msg)
+    from refusalkit.errors import RefusalkitError
+    if prof is None and rule not in (None, "argmax", "free", "threshold", "set"):
+        raise RefusalkitError(f"unknown --rule {rule!r}; use argmax, threshold, set or free, or give --profile")
+    if prof is None and rule == "threshold" and not thresholds:
+        raise RefusalkitError("--rule threshold needs --thresholds 'CATEGORY=T,...'")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
-    policy_desc = prof["policy"] if prof else {"rule": rule or "argmax"}
+    policy_desc = prof["policy"] if prof else {"rule": rule or "argmax", "thresholds": thresholds,
+                                               "controlled": controlled, "set_threshold": set_threshold,
+                                               "temperature": temperature}
     key = run_key(f"{model}|{adapter}", exs, cfg, policy=policy_desc)
     rdir = run_dir or default_run_dir("tokens", key)
     with RunStore(rdir) as store:
@@ -227,12 +241,19 @@ def generate_cmd(
             hf, scheme, ids, info = _load(model, adapter, batch_size)
             if prof is not None:
                 if prof.get("token_ids") and prof["token_ids"] != ids:
-                    from refusalkit.errors import RefusalkitError
                     raise RefusalkitError(f"profile {prof['__path__']} was calibrated for token ids "
                                           f"{prof['token_ids']}, this model has {ids}")
                 policy = policy_from_profile(prof)
+            elif rule == "free":
+                policy = None
+            elif rule == "threshold":
+                from refusalkit.tokens.calibrate import parse_targets
+                policy = Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
+            elif rule == "set":
+                policy = Policy(scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold,
+                                temperature=temperature)
             else:
-                policy = None if rule == "free" else Policy(scheme, rule="argmax")
+                policy = Policy(scheme, rule="argmax", temperature=temperature)
             pm = PolicyModel(hf, policy, ids)
             from refusalkit.cli.common import progress
             with progress() as bar:
@@ -278,7 +299,7 @@ def merge_cmd(
     hf, scheme, ids, info = _load(model, adapter)
     hf.model.save_pretrained(output)
     hf.tokenizer.save_pretrained(output)
-    console.print(f"merged model written to {output}; control tokens {ids}")
+    console.print(f"merged model written to {output}; control tokens {ids}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,7 @@ class TrainConfig:
     answer_tokens: int = 48
     max_length: int = 160
     epochs: float = 2.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-4
     batch_size: int = 8
     grad_accum: int = 1
     lora_r: int = 8
@@ -47,6 +47,7 @@ class TrainConfig:
     save_steps: int = 25
     logging_steps: int = 5
     max_steps: int = -1
+    refine_rows: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +139,121 @@ class PadCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
+    """Return a Trainer ``compute_loss_func``: mean cross-entropy over control-token targets plus mean
+    cross-entropy over text targets.
+
+    A plain token mean lets the ~25 text tokens of each refusal outweigh the single decision token,
+    and a batch that happens to hold only ``[respond]`` targets then yields huge, rare gradients (two
+    runs diverged that way); averaging the two kinds separately keeps the decision's weight fixed.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ctrl_ids = torch.tensor(sorted(control_ids))
+
+    def loss_fn(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs.logits[:, :-1, :].float()
+        lab = labels[:, 1:].to(logits.device)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100,
+                             reduction="none").view(lab.shape)
+        ctrl = torch.isin(lab, ctrl_ids.to(lab.device))
+        text = (lab != -100) & ~ctrl
+        parts = [ce[m].mean() for m in (ctrl, text) if m.any()]
+        return sum(parts) if parts else logits.sum() * 0.0
+
+    return loss_fn
+
+
+def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str], tagged: list[dict[str, Any]],
+                         token_ids: dict[str, int], *, l2: float = 1e-2, steps: int = 300, batch_size: int = 16,
+                         log: Callable[[str], None] = print) -> dict[str, float]:
+    """Refit the control-token rows as the decision's output layer; return the fit's figures.
+
+    With the trained weights fixed, the first-position logits of the control tokens are ``h . e_k`` (h:
+    the last prompt position's final hidden state). Fitting the rows ``e_k`` to the tagged decisions is a
+    convex multinomial logistic regression over the whole vocabulary (the other rows fixed), solved here
+    with L-BFGS from the trained rows and an L2 pull towards them (the same rows are the tokens' input
+    embeddings, which the text after the token was trained with). Short SFT runs learn refuse-vs-respond
+    well but separate the categories slowly, because their rows start equal; this step separates them at
+    the cost of one forward pass per training prompt.
+    """
+    import torch
+
+    model.eval()
+    order = sorted(token_ids.values())
+    rows_idx = torch.tensor(order)
+    target_map = {tid: j for j, tid in enumerate(order)}
+    hs, ys = [], []
+    prompts = [ex["prompt"] for ex in tagged]
+    with torch.no_grad():
+        tokenizer.padding_side = "left"
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for s in range(0, len(prompts), batch_size):
+            enc = tokenizer([render(p) for p in prompts[s:s + batch_size]], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            out = base.model(**enc) if hasattr(base, "model") else base(**enc)
+            hs.append(out.last_hidden_state[:, -1, :].float())
+        H = torch.cat(hs)
+        W = base.get_output_embeddings().weight.detach().float()
+        other = torch.ones(W.shape[0], dtype=torch.bool)
+        other[rows_idx] = False
+        fixed_lse = torch.logsumexp(H @ W[other].T, dim=1)  # the rest of the vocabulary, constant in the fit
+    y = torch.tensor([target_map[token_ids[ex["token"]]] for ex in tagged])
+    emb = base.get_input_embeddings()
+    layer = getattr(emb, "token_adapter", None)
+    if layer is not None:  # peft trainable tokens: the trained rows live in the adapter's delta
+        name = next(iter(layer.trainable_tokens_delta))
+        idx = list(layer.token_indices[name])
+        E0 = torch.stack([layer.trainable_tokens_delta[name][idx.index(t)].detach().float() for t in order])
+    else:
+        E0 = W[rows_idx].clone()
+    E = E0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([E], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def ce(E_: Any) -> Any:
+        z = H @ E_.T
+        lse = torch.logsumexp(torch.cat([z, fixed_lse[:, None]], 1), dim=1)
+        return (lse - z[torch.arange(len(y)), y]).mean()
+
+    before = float(ce(E0))
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = ce(E) + l2 * ((E - E0) ** 2).sum(1).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    after = float(ce(E.detach()))
+    acc = float(((H @ E.detach().T).argmax(1) == y).float().mean())
+    with torch.no_grad():
+        if layer is not None:
+            for j, tid in enumerate(order):
+                layer.trainable_tokens_delta[name][idx.index(tid)] = E[j].detach().to(
+                    layer.trainable_tokens_delta[name].dtype)
+        else:
+            emb.weight[rows_idx] = E.detach().to(emb.weight.dtype)
+    shift = float((E.detach() - E0).norm(dim=1).mean() / E0.norm(dim=1).mean())
+    log(f"refined the control-token rows on {len(y)} prompts: decision loss {before:.3f} -> {after:.3f}, "
+        f"train accuracy {acc:.3f}, mean relative row change {shift:.3f}")
+    return {"decision_loss_before": before, "decision_loss_after": after, "train_accuracy": acc,
+            "relative_row_change": shift, "l2": l2}
+
+
+def _loss_curve(log_file: Path, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the logged losses of the whole run (earlier sessions included when it was resumed)."""
+    rows = []
+    if log_file.is_file():
+        rows = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = rows or history
+    last: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if "loss" in r:
+            last[int(r["step"])] = r  # a resumed run logs some steps again: keep the latest
+    return [last[k] for k in sorted(last)]
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> str | None:
     cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(cks[-1]) if cks else None
@@ -217,12 +333,12 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="group_by_length",
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False)
+        report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False, max_grad_norm=1.0)
     trainer = Trainer(model=pm, args=args, train_dataset=ds, data_collator=PadCollator(tok.pad_token_id),
-                      callbacks=[_Log()])
+                      callbacks=[_Log()], compute_loss_func=balanced_loss(list(token_ids.values())))
     resume = _latest_checkpoint(work / "checkpoints")
     if resume:
         log(f"resuming from {resume}")
@@ -231,12 +347,13 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     secs = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return {}
+    refine = refine_decision_rows(pm, tok, hf.render, tagged, token_ids, log=log) if cfg.refine_rows else None
     info = save_adapter(pm, out, scheme=scheme, token_ids=token_ids, base_dir=base_dir, cfg=cfg,
                         extra={"split": split_manifest(splits), "n_sequences": len(rows), "dropped": dropped,
                                "train_seconds": round(secs, 1), "train_loss": result.training_loss,
                                "global_step": result.global_step, "trainable_parameters": n_train,
-                               "loss_curve": [h for h in history if "loss" in h],
-                               "device": str(next(pm.parameters()).device),
+                               "loss_curve": _loss_curve(work / "train_log.jsonl", history),
+                               "device": str(next(pm.parameters()).device), "refine_rows": refine,
                                "torch_threads": torch.get_num_threads()})
     return info
 
