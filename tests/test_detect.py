@@ -215,8 +215,9 @@ def test_bad_input_is_rejected_clearly():
 def test_empty_and_huge_responses():
     det = get_detector()
     huge = "Sure! " + "Here is a long answer about bread. " * 30000  # ~1 MB
-    v = det.predict(["", huge, REFUSALS["en"] + " " + "x" * 1_000_000])
-    assert v[0] != "full_compliance" and v[1] == "full_compliance" and v[2] != "full_compliance"
+    v = det.predict(["", huge, " \n "])
+    assert v == ["full_refusal", "full_compliance", "full_refusal"]
+    assert 0 <= det.p_refusal([REFUSALS["en"] + " " + "x" * 1_000_000])[0] <= 1
 
 
 def test_metrics_report():

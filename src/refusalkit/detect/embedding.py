@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import (Detector, check_labels, check_prompts, check_texts, read_card, read_meta,
+from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts, read_card, read_meta,
                                     write_meta)
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.taxonomy import LABELS
@@ -95,7 +95,7 @@ class EmbeddingDetector(Detector):
         S = self._features(X, ps) @ self.coef_.T + self.intercept_
         S = S - S.max(axis=1, keepdims=True)
         E = np.exp(S)
-        return E / E.sum(axis=1, keepdims=True)
+        return blank_as_refusal(X, E / E.sum(axis=1, keepdims=True))
 
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
         """Return the cue features that push this verdict (embedding dimensions are not readable)."""

@@ -107,6 +107,18 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
             ct = rng.choice(t["contradict"])
             add(rng.choice(topic["prompts"]), _fill(ct, topic, _short(topic)), PARTIAL_REFUSAL,
                 rng.choice(VOICES), "contradict")
+    for prompt, ans in t["short_answers"]:
+        for _ in range(max(2, n_per_topic // 5)):
+            add(prompt, rng.choice(["", "", "", "Sure! ", "The answer is "]) + ans, FULL_COMPLIANCE, rng.choice(VOICES),
+                "comply_short")
+    for topic in harmful:
+        for _ in range(max(1, n_per_topic // 5)):
+            add(rng.choice(topic["prompts"]), _fill(rng.choice(t["refusal"]["inability"]), topic), FULL_REFUSAL,
+                rng.choice(VOICES), "inability")
+            add(rng.choice(topic["prompts"]), rng.choice(t["premise_refuse"]), FULL_REFUSAL, rng.choice(VOICES),
+                "premise_refuse")
+            add(rng.choice(topic["prompts"]), _fill(rng.choice(t["redirect_alt"]), topic), REDIRECTION,
+                rng.choice(VOICES), "redirect_alt")
     for topic in harmful:
         crisis = "self-harm" in topic["noun"]
         for _ in range(n_per_topic):

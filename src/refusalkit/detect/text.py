@@ -29,3 +29,15 @@ def opening(text: str, n_sentences: int = 2, max_chars: int = 300) -> str:
 def ending(text: str, max_chars: int = 300) -> str:
     """Return the last sentence-ish stretch of ``text`` (at most ``max_chars`` characters)."""
     return text.strip()[-max_chars:]
+
+
+def opening_end(text: str, n_sentences: int = 2, max_chars: int = 300) -> int:
+    """Return the index in ``text`` where its first ``n_sentences`` sentences end (at most ``max_chars``)."""
+    k = 0
+    for m in _SENT.finditer(text):
+        if m.start() == 0:
+            continue
+        k += 1
+        if k == n_sentences:
+            return min(m.start(), max_chars)
+    return min(len(text), max_chars)

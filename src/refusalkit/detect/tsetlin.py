@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import (Detector, check_labels, check_prompts, check_texts, read_card, read_meta,
+from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts, read_card, read_meta,
                                     write_meta)
 from refusalkit.detect.patterns import CUES, _fires
 from refusalkit.detect.taxonomy import LABELS
@@ -115,7 +115,7 @@ class TsetlinDetector(Detector):
         S = self.votes(X) / (self.threshold / 4.0)
         S = S - S.max(axis=1, keepdims=True)
         E = np.exp(S)
-        return E / E.sum(axis=1, keepdims=True)
+        return blank_as_refusal(X, E / E.sum(axis=1, keepdims=True))
 
     def rule_text(self, lits: list[int]) -> str:
         """Return one clause as text, e.g. ``open:sorry AND NOT any:here``."""
