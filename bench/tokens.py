@@ -40,7 +40,7 @@ def main() -> None:
 
     from refusalkit.models.base import GenerationConfig
     from refusalkit.tokens.calibrate import score_prompts
-    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.generate import PolicyModel, emits_respond
     from refusalkit.tokens.model import load_token_model
     from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
     from refusalkit.tokens.profile import calibration_splits
@@ -70,7 +70,7 @@ def main() -> None:
     q = score_prompts(hf, prompts, ids, scheme, batch_size=args.batch_size)
     t_score = time.perf_counter() - t0
 
-    free = PolicyModel(hf, None, ids)
+    free = PolicyModel(hf, None, ids, emit_respond=emits_respond(info))
     t0 = time.perf_counter()
     gens = free.generate(prompts, GenerationConfig(max_new_tokens=args.gen_tokens), batch_size=args.batch_size)
     t_gen = time.perf_counter() - t0
@@ -103,13 +103,13 @@ def main() -> None:
             TimedProcessor.spent += time.perf_counter() - t
             return out
 
-    with_policy = PolicyModel(hf, pol, ids)
-    with_policy.processor = TimedProcessor(pol, ids)
+    with_policy = PolicyModel(hf, pol, ids, emit_respond=emits_respond(info))
+    with_policy.processor = TimedProcessor(pol, ids, emit_respond=emits_respond(info))
     free.generate(sp[:2], GenerationConfig(max_new_tokens=4))  # warm-up
     for _ in range(args.repeats):
-        for label, m, acc in (("plain", free, plain), ("policy", with_policy, ctrl)):
+        for label, m, acc in (("plain", hf, plain), ("policy", with_policy, ctrl)):
             t0 = time.perf_counter()
-            g = m.generate(sp, cfg, batch_size=len(sp))
+            g = m.generate(sp, cfg, batch_size=len(sp))  # plain: HFModel.generate without any processor
             dt = time.perf_counter() - t0
             acc.append(sum(x.n_tokens for x in g) / dt)
     total_policy_time = sum(len(sp) * args.speed_tokens / x for x in ctrl)

@@ -45,6 +45,8 @@ def test_train_writes_small_adapter_and_resumes(trained):
     assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
     info = json.loads((out / "refusal_tokens.json").read_text())
     assert info["global_step"] == 3
+    ref = info["refine_rows"]  # the decision-row refit ran and lowered the decision loss on the training prompts
+    assert ref["decision_loss_after"] < ref["decision_loss_before"]
     assert info["scheme"]["tokens"] == ["[refuse:safety]", "[refuse:unsupported]", "[respond]"]
     assert (out / "adapter_model.safetensors").stat().st_size < 2_000_000  # no full embedding matrix
     splits = json.loads((out / "splits.json").read_text())

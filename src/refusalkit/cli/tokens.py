@@ -216,7 +216,7 @@ def generate_cmd(
     from refusalkit.evaluate.generation import default_run_dir, generate_into_store, run_key
     from refusalkit.evaluate.store import RunStore
     from refusalkit.models.base import GenerationConfig
-    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
     from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
 
     exs = _examples(input, limit)
@@ -254,7 +254,8 @@ def generate_cmd(
                                 temperature=temperature)
             else:
                 policy = Policy(scheme, rule="argmax", temperature=temperature)
-            pm = PolicyModel(hf, policy, ids)
+            pm = PolicyModel(hf, policy, ids, emit_respond=emits_respond(info),
+                             answer_model=answer_model_for(model, info, batch_size) if policy is not None else None)
             from refusalkit.cli.common import progress
             with progress() as bar:
                 task = bar.add_task("gen", total=len(exs), completed=len(exs) - len(pending), rate="")

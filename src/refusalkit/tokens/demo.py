@@ -66,7 +66,7 @@ def run_tokens_demo(console: Any, examples: list[Any], *, out_dir: Path, n_examp
 
     from refusalkit.models.base import GenerationConfig
     from refusalkit.tokens.calibrate import plot_curves, score_prompts
-    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
     from refusalkit.tokens.model import bundled_adapter_dir, load_token_model
     from refusalkit.tokens.policy import Policy, policy_from_profile
 
@@ -93,7 +93,8 @@ def run_tokens_demo(console: Any, examples: list[Any], *, out_dir: Path, n_examp
     # a few answers under the balanced profile (or argmax)
     pol = policy_from_profile(profiles["balanced"]) if "balanced" in profiles else Policy(scheme, rule="argmax")
     pick = examples[:: max(1, len(examples) // max(n_examples, 1))][:n_examples]
-    gens = PolicyModel(hf, pol, ids).generate([e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
+    gens = PolicyModel(hf, pol, ids, emit_respond=emits_respond(info),
+                       answer_model=answer_model_for("default", info)).generate([e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
     for e, g in zip(pick, gens):
         console.print(f"[dim]{escape(str(e.category))} ({e.expected})[/] {escape(e.prompt)}\n"
                       f"  -> {escape(g.meta['control_token'])} {escape(repr(g.text[:160]))}")

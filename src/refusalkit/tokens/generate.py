@@ -14,14 +14,17 @@ class PolicyModel:
 
     ``generate`` returns Generations whose ``meta`` holds ``control_token``, ``control_category``,
     ``refused`` and ``probs`` (control token -> probability at the first position). ``policy=None``
-    generates freely (the model picks its own first token) and records nothing.
+    generates freely (the model picks its own first token) and records nothing. ``answer_model`` (an
+    HFModel of the base model) writes the answers the policy decides to give (``meta["answered_by"]``).
     """
 
-    def __init__(self, hf: Any, policy: Policy | None, token_ids: dict[str, int], *, name: str | None = None):
+    def __init__(self, hf: Any, policy: Policy | None, token_ids: dict[str, int], *, name: str | None = None,
+                 emit_respond: bool = True, answer_model: Any = None):
         self.hf = hf
+        self.answer_model = answer_model
         self.policy = policy
         self.token_ids = token_ids
-        self.processor = RefusalTokenProcessor(policy, token_ids) if policy is not None else None
+        self.processor = RefusalTokenProcessor(policy, token_ids, emit_respond=emit_respond)
         self.name = name or hf.name
 
     def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None, *,
@@ -29,8 +32,9 @@ class PolicyModel:
         """Return one Generation per prompt, in input order, each with the policy's decision in ``meta``."""
         cfg = config or GenerationConfig()
         bs = batch_size or self.hf.batch_size
-        if self.processor is None:
-            return self.hf.generate(prompts, cfg, batch_size=bs)
+        if self.policy is None:
+            # free generation: the model picks its first token; control tokens are masked afterwards
+            return self.hf.generate(prompts, cfg, batch_size=bs, logits_processor=self.processor)
         # Batches are formed here in the order HFModel would use (by rendered length, stable), so that inside
         # each call its own ordering is the identity and the processor's records line up with the rows.
         order = sorted(range(len(prompts)), key=lambda i: len(self.hf.render(prompts[i], cfg.system_prompt)))
@@ -47,4 +51,29 @@ class PolicyModel:
                 g.meta.update({"control_token": r["token"], "control_category": r["category"],
                                "refused": r["refused"], "probs": r["probs"]})
                 out[i] = g
+            answer = [i for i, r in zip(idx, recs) if not r["refused"]]
+            if self.answer_model is not None and answer:
+                # the [respond] decision is carried out by the answer model (the base model): an adapter
+                # trained with the loss on the control token only never learned text after [respond]
+                for i, g in zip(answer, self.answer_model.generate([prompts[i] for i in answer], cfg,
+                                                                   batch_size=len(answer))):
+                    g.meta.update({k: out[i].meta[k] for k in ("control_token", "control_category", "refused",
+                                                               "probs")}, answered_by="base")
+                    out[i] = g
         return out  # type: ignore[return-value]
+
+
+def emits_respond(info: dict[str, Any]) -> bool:
+    """Return whether ``[respond]`` should be written before answers for an adapter (its ``refusal_tokens.json``
+    info): yes when training taught the text after it (``respond_target="self"``), no when the loss covered
+    the control token only (the answer then starts without it)."""
+    return (info.get("config") or {}).get("respond_target", "self") != "token"
+
+
+def answer_model_for(model_spec: str, info: dict[str, Any], batch_size: int = 16) -> Any:
+    """Return the base model that writes answers for an adapter trained with the loss on the control
+    token only (None for adapters that learned answers after ``[respond]``)."""
+    if emits_respond(info) or info.get("adapter") is None:
+        return None
+    from refusalkit.models.spec import load_model
+    return load_model(model_spec, batch_size=batch_size)

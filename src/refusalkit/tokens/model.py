@@ -14,6 +14,7 @@ from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.scheme import TokenScheme
 
 TOKENS_FILE = "refusal_tokens.json"
+OUTPUT_ROWS_FILE = "output_rows.safetensors"
 BUNDLED_ADAPTER = "smollm2-135m-coconot"
 
 
@@ -105,5 +106,35 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
         from peft import PeftModel
         peft_model = PeftModel.from_pretrained(hf.model, str(adir))
         hf.model = peft_model.merge_and_unload()
+        if (adir / OUTPUT_ROWS_FILE).is_file():
+            untie_output_rows(hf.model, adir / OUTPUT_ROWS_FILE)
         hf.model.eval()
     return hf, scheme, ids, info
+
+
+def untie_output_rows(model: Any, rows_file: str | os.PathLike) -> None:
+    """Give ``model`` its own output layer whose control-token rows are the decision-refit rows of
+    ``rows_file`` (token id -> row), keeping the trained rows as input embeddings.
+
+    For a model with tied embeddings this copies the embedding matrix into a separate output matrix
+    (the memory of one more embedding matrix) and sets ``config.tie_word_embeddings = False``, so a
+    saved or merged copy stays untied.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    rows = load_file(str(rows_file))
+    out = model.get_output_embeddings()
+    inp = model.get_input_embeddings()
+    with torch.no_grad():
+        if out.weight.data_ptr() == inp.weight.data_ptr():
+            new = torch.nn.Linear(inp.weight.shape[1], inp.weight.shape[0], bias=False,
+                                  dtype=inp.weight.dtype, device=inp.weight.device)
+            new.weight.copy_(inp.weight)
+            model.set_output_embeddings(new)
+            out = new
+        for k, v in rows.items():
+            out.weight[int(k)] = v.to(out.weight.dtype)
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False

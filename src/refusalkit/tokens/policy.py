@@ -181,15 +181,19 @@ class RefusalTokenProcessor:
     """A transformers ``LogitsProcessor`` that applies a :class:`Policy` at the first response position.
 
     At the first generation step it computes the control-token probabilities, lets the policy choose,
-    and forces the chosen token (every other logit set to -inf). At later steps it returns the scores
-    untouched. A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
+    and forces the chosen token (every other logit set to -inf). At later steps it only masks the control
+    tokens (they belong to the first position). With ``policy=None`` the first token is left to the model.
+    With ``emit_respond=False`` a ``[respond]`` decision is carried out without writing the token: the
+    model starts its answer itself, control tokens masked (for adapters trained with the loss on the
+    control token only, whose ``[respond]`` was never followed by text in training). A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
     prefix of the inputs), so one processor can serve many calls. :attr:`records` holds, per row of each
     call, the chosen token, its category and the control-token probabilities.
     """
 
-    def __init__(self, policy: Policy, token_ids: dict[str, int]):
+    def __init__(self, policy: Policy | None, token_ids: dict[str, int], *, emit_respond: bool = True):
         self.policy = policy
-        self.tokens = policy.scheme.tokens
+        self.emit_respond = emit_respond
+        self.tokens = policy.scheme.tokens if policy is not None else list(token_ids)
         self.ids = [token_ids[t] for t in self.tokens]
         self.records: list[dict[str, Any]] = []
         self._prompt = None
@@ -212,14 +216,25 @@ class RefusalTokenProcessor:
         import torch
 
         if not self._is_first(input_ids):
+            # control tokens belong to the first response position only; their output rows are fitted
+            # for that position and would otherwise keep winning later (one indexed write per step)
+            scores[:, self.ids] = float("-inf")
             return scores
         self._prompt = input_ids.clone()
+        if self.policy is None:
+            return scores
         q = control_probs(scores, self.ids, self.policy.temperature)
         choice = self.policy.decide(q)
         forced = torch.full_like(scores, float("-inf"))
         rows = torch.arange(scores.shape[0], device=scores.device)
         cols = torch.as_tensor([self.ids[c] for c in choice], device=scores.device)
         forced[rows, cols] = 0.0
+        if not self.emit_respond:
+            # answer without writing [respond]: the model's own first token, control tokens masked
+            respond_rows = torch.as_tensor(choice == len(self.ids) - 1, device=scores.device)
+            free = scores.clone()
+            free[:, self.ids] = float("-inf")
+            forced = torch.where(respond_rows[:, None], free, forced)
         for i, c in enumerate(choice):
             tok = self.tokens[c]
             self.records.append({"token": tok, "category": self.policy.scheme.token_category(tok),

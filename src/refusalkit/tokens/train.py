@@ -18,7 +18,7 @@ from refusalkit.data.io import write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.data import (DEFAULT_SEED, LabelledPrompt, read_labelled, split_manifest, stratified_split,
                                     tag_examples)
-from refusalkit.tokens.model import TOKENS_FILE, model_hash
+from refusalkit.tokens.model import OUTPUT_ROWS_FILE, TOKENS_FILE, model_hash
 from refusalkit.tokens.scheme import TokenScheme, add_control_tokens
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -168,7 +168,8 @@ def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
 def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str], tagged: list[dict[str, Any]],
                          token_ids: dict[str, int], *, l2: float = 1e-2, steps: int = 300, batch_size: int = 16,
                          log: Callable[[str], None] = print) -> dict[str, float]:
-    """Refit the control-token rows as the decision's output layer; return the fit's figures.
+    """Refit the control-token rows as the decision's output layer; return the fit's figures and the
+    fitted output rows (``"rows"``: token id -> tensor).
 
     With the trained weights fixed, the first-position logits of the control tokens are ``h . e_k`` (h:
     the last prompt position's final hidden state). Fitting the rows ``e_k`` to the tagged decisions is a
@@ -176,7 +177,9 @@ def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str
     with L-BFGS from the trained rows and an L2 pull towards them (the same rows are the tokens' input
     embeddings, which the text after the token was trained with). Short SFT runs learn refuse-vs-respond
     well but separate the categories slowly, because their rows start equal; this step separates them at
-    the cost of one forward pass per training prompt.
+    the cost of one forward pass per training prompt. The fitted rows are *output* rows only: written into
+    the tied matrix they also moved the input embeddings (by 2x their norm) and the model then wrote
+    nothing after a refusal token, so the loader unties the output layer instead (:mod:`tokens.model`).
     """
     import torch
 
@@ -227,18 +230,12 @@ def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str
     opt.step(closure)
     after = float(ce(E.detach()))
     acc = float(((H @ E.detach().T).argmax(1) == y).float().mean())
-    with torch.no_grad():
-        if layer is not None:
-            for j, tid in enumerate(order):
-                layer.trainable_tokens_delta[name][idx.index(tid)] = E[j].detach().to(
-                    layer.trainable_tokens_delta[name].dtype)
-        else:
-            emb.weight[rows_idx] = E.detach().to(emb.weight.dtype)
     shift = float((E.detach() - E0).norm(dim=1).mean() / E0.norm(dim=1).mean())
     log(f"refined the control-token rows on {len(y)} prompts: decision loss {before:.3f} -> {after:.3f}, "
         f"train accuracy {acc:.3f}, mean relative row change {shift:.3f}")
     return {"decision_loss_before": before, "decision_loss_after": after, "train_accuracy": acc,
-            "relative_row_change": shift, "l2": l2}
+            "relative_row_change": shift, "l2": l2,
+            "rows": {tid: E[j].detach().clone() for j, tid in enumerate(order)}}
 
 
 def _loss_curve(log_file: Path, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -348,7 +345,8 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     if not trainer.is_world_process_zero():
         return {}
     refine = refine_decision_rows(pm, tok, hf.render, tagged, token_ids, log=log) if cfg.refine_rows else None
-    info = save_adapter(pm, out, scheme=scheme, token_ids=token_ids, base_dir=base_dir, cfg=cfg,
+    out_rows = refine.pop("rows") if refine else None
+    info = save_adapter(pm, out, scheme=scheme, token_ids=token_ids, base_dir=base_dir, cfg=cfg, output_rows=out_rows,
                         extra={"split": split_manifest(splits), "n_sequences": len(rows), "dropped": dropped,
                                "train_seconds": round(secs, 1), "train_loss": result.training_loss,
                                "global_step": result.global_step, "trainable_parameters": n_train,
@@ -359,7 +357,7 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
 
 
 def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: dict[str, int], base_dir: str,
-                 cfg: TrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+                 cfg: TrainConfig, extra: dict[str, Any], output_rows: dict[int, Any] | None = None) -> dict[str, Any]:
     """Write the adapter (weights as fp16 safetensors) and its ``refusal_tokens.json``; return the info."""
     import tempfile
 
@@ -378,7 +376,13 @@ def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: 
         conf = json.loads((Path(tmp) / "adapter_config.json").read_text())
         conf["base_model_name_or_path"] = cfg.model
         write_text_atomic(out / "adapter_config.json", json.dumps(conf, indent=2, sort_keys=True))
-    info = {"format": "refusalkit-tokens/1", "scheme": scheme.to_dict(), "token_ids": token_ids,
+    rows_file = out / OUTPUT_ROWS_FILE
+    if output_rows:
+        save_file({str(k): v.float().contiguous() for k, v in output_rows.items()}, str(rows_file),
+                  metadata={"format": "pt"})
+    elif rows_file.exists():
+        rows_file.unlink()
+    info = {"format": "refusalkit-tokens/1", "output_rows": bool(output_rows), "scheme": scheme.to_dict(), "token_ids": token_ids,
             "base_model": cfg.model, "base_model_sha256": model_hash(base_dir),
             "config": asdict(cfg), **extra}
     write_text_atomic(out / TOKENS_FILE, json.dumps(info, indent=2))
