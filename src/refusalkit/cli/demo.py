@@ -51,6 +51,24 @@ def show_refusal_tokens(exs, out_dir) -> None:
     run_tokens_demo(console, exs, out_dir=out_dir)
 
 
+def show_prompt_prediction(resps, det, model_name: str) -> None:
+    """Print the bootstrapped prompt-refusal predictor for the demo model: its answers, labelled by ``det``,
+    train a prompt classifier (Reuter & Schulze's pipeline); shows its CV accuracy and top n-grams."""
+    from refusalkit.predict.bootstrap import train_from_responses
+
+    console.print("\n[bold]Prompt-refusal prediction[/]: the answers above, labelled by the detector, train a "
+                  f"classifier that predicts from the prompt alone whether {escape(model_name)} will refuse")
+    _, rep = train_from_responses([r.prompt for r in resps], [r.response for r in resps], det,
+                                  target_model=model_name, features="tfidf", folds=3)
+    console.print(f"refused {rep['n_refused']}/{rep['n_prompts']} prompts ({rep['refusal_rate']:.0%})")
+    if "note" in rep:
+        console.print(f"{escape(rep['note'])}: every prompt gets p_refusal = {rep['refusal_rate']:.2f}")
+        return
+    cv = rep.get("cv_accuracy")
+    console.print(f"3-fold CV accuracy {'-' if cv is None else f'{cv:.2f}'} (majority {rep['majority_baseline']:.2f})")
+    console.print("n-grams towards refusal: " + escape(", ".join(n for n, _ in rep["top_ngrams"]["refusal"][:8])))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command to ``app``."""
 
@@ -58,7 +76,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def demo(model: str = typer.Option("default", "--model", "-m", help="Model spec (see docs/models.md)."),
              max_new_tokens: int = typer.Option(64, help="New tokens per answer."),
-             detector: str = typer.Option("keyword", help="Detector that judges the answers."),
+             detector: str = typer.Option("default", help="Detector that judges the answers."),
              examples: int = typer.Option(3, help="Example answers to print."),
              run_dir: Optional[str] = typer.Option(None, help="Run directory (default: under the runs root)."),
              tokens: bool = typer.Option(True, "--tokens/--no-tokens",
@@ -85,5 +103,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"[dim]{escape(str(r.category))} ({r.expected})[/] {escape(r.prompt)}\n"
                           f"  -> {escape('[' + v + ']')} {escape(repr(r.response[:200]))}")
         console.print(f"responses stored in {rdir}")
+        show_prompt_prediction(resps, det, name)
         if tokens and model == "default":
             show_refusal_tokens(exs, Path(rdir) / "token-curves")
