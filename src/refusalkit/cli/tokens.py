@@ -263,7 +263,7 @@ def generate_cmd(
                                     on_batch=lambda n, t: bar.update(task, advance=n))
         rows = []
         for r in store.iter_response_dicts():
-            for k in ("control_token", "control_category", "refused", "probs"):
+            for k in ("control_token", "control_category", "refused", "probs", "answered_by"):
                 if f"gen_{k}" in r:
                     r[k] = r.pop(f"gen_{k}")
             rows.append(r)
