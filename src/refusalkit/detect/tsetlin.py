@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts, read_card, read_meta,
+from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts,
+                                    read_card, read_meta,
                                     write_meta)
 from refusalkit.detect.patterns import CUES, _fires
 from refusalkit.detect.taxonomy import LABELS
