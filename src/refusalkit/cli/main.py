@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from refusalkit.cli import compare, demo, generate, runs, tokens
-from refusalkit.cli import customset
-from refusalkit.cli import values
-from refusalkit.cli import detect as detect_cmd, predict as predict_cmd
+from refusalkit.cli import compare, customset, demo, generate, runs, serve, tokens, values
+from refusalkit.cli import detect as detect_cmd
 from refusalkit.cli import eval as eval_cmd
+from refusalkit.cli import predict as predict_cmd
 
 app = typer.Typer(name="refusalkit", no_args_is_help=True, add_completion=False,
                   help="Measure, predict and control when language models refuse.")
 
-for _module in (demo, generate, runs, tokens, eval_cmd, compare, customset, values, detect_cmd, predict_cmd):
+for _module in (demo, generate, runs, serve, detect_cmd, predict_cmd, tokens, eval_cmd, compare, customset,
+                values):
     _module.register(app)
 
 
