@@ -104,3 +104,31 @@ def test_retries_with_backoff_on_429_and_5xx():
             OpenAICompatModel("x", url, backoff=0.01, max_retries=2).generate(["hi"])
     finally:
         srv.shutdown()
+
+
+def test_serve_command_over_http(tiny_model_dir, tmp_path):
+    """`refusalkit serve` as users start it: loopback by default, API key enforced."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = _free_port()
+    exe = Path(sys.executable).parent / "refusalkit"
+    proc = subprocess.Popen([str(exe), "serve", "--model", str(tiny_model_dir), "--port", str(port),
+                             "--api-key", "k1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ})
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/models", headers={"Authorization": "Bearer k1"}).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.get(url + "/models").status_code == 401
+        g = OpenAICompatModel("tiny", url, api_key="k1").generate(["hi"], GenerationConfig(max_new_tokens=3))[0]
+        assert g.n_tokens == 3 or g.finish_reason == "stop"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
