@@ -65,9 +65,17 @@ def test_near_dedup_with_minilm():
 def test_audit_scores_are_probabilities_on_bundled_model(bundled_dir):
     from refusalkit.models.hf import HFModel
     m = HFModel(bundled_dir)
-    s = p_allowed(m, ["Is the sky blue? Answer Yes or No.", "Is 2+2=5? Answer Yes or No."])
+    qs = ["Is the sky blue? Answer Yes or No.", "Is 2+2=5? Answer Yes or No."]
+    s = p_allowed(m, qs)
     assert all(0.0 < x < 1.0 for x in s)
-    assert s[0] > s[1]
+    # the score is P(Yes) / (P(Yes) + P(No)) over the first answer token's spellings, from one forward pass
+    import torch
+    lp = m.next_token_logprobs(qs)
+    tok = m.tokenizer
+    yes = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", " Yes", "yes")})
+    no = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("No", " No", "no")})
+    py, pn = lp[:, yes].exp().sum(1), lp[:, no].exp().sum(1)
+    assert torch.allclose(torch.tensor(s), py / (py + pn), atol=1e-4)
 
 
 @pytest.mark.slow
