@@ -120,15 +120,18 @@ def write_meta(folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
         np.savez_compressed(folder / "weights.npz", **arrays)
 
 
-def read_meta(folder: Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Return ``(meta, arrays)`` of a saved detector of ``kind``; raise RefusalkitError if it is not one."""
+def read_meta(folder: Path, kind: str, what: str = "detector") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Return ``(meta, arrays)`` of a saved model of ``kind``; raise RefusalkitError if it is not one.
+
+    ``what`` names the sort of model in error messages (a detector, a prompt classifier).
+    """
     folder = Path(folder)
     mp = folder / "meta.json"
     if not mp.is_file():
-        raise RefusalkitError(f"{folder}: not a saved detector (no meta.json)")
+        raise RefusalkitError(f"{folder}: not a saved {what} (no meta.json)")
     meta = json.loads(mp.read_text(encoding="utf-8"))
     if meta.get("kind") != kind:
-        raise RefusalkitError(f"{folder}: a {meta.get('kind')!r} detector, not {kind!r}")
+        raise RefusalkitError(f"{folder}: a {meta.get('kind')!r} {what}, not {kind!r}")
     arrays: dict[str, np.ndarray] = {}
     wp = folder / "weights.npz"
     if wp.is_file():

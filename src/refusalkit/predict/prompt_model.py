@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from refusalkit.detect.base import check_texts, read_card, write_card
+from refusalkit.detect.base import check_texts, read_card, read_meta, write_card
 from refusalkit.errors import InputError, RefusalkitError
 
 KIND = "prompt_classifier"
@@ -93,14 +93,8 @@ class PromptClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         folder = Path(folder)
-        mp = folder / "meta.json"
-        if not mp.is_file():
-            raise RefusalkitError(f"{folder}: not a saved prompt classifier (no meta.json)")
-        meta = json.loads(mp.read_text(encoding="utf-8"))
-        if meta.get("kind") != KIND:
-            raise RefusalkitError(f"{folder}: a {meta.get('kind')!r}, not a prompt classifier")
-        with np.load(folder / "weights.npz", allow_pickle=False) as z:
-            coef, icpt, idf = z["coef"], float(z["intercept"][0]), z["idf"]
+        meta, arrays = read_meta(folder, KIND, what="prompt classifier")
+        coef, icpt, idf = arrays["coef"], float(arrays["intercept"][0]), arrays["idf"]
         m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
                 target_model=meta["target_model"])
         m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
