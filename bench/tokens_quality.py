@@ -118,6 +118,13 @@ def main() -> None:
         print(f"mean |gap| {out['mean_abs_gap'] * 100:.1f} points over {len(rows)} (target, category) cells; "
               f"per target: " + ", ".join(f"{t:.0%}: {sum(v) / len(v) * 100:.1f}" for t, v in sorted(by_t.items()))
               + f"; outside the 95% CI: {out['misses_outside_ci']}")
+        from refusalkit.tokens.profile import gap_floor
+        fl = gap_floor(prof["calibration"], prof["test"], tuple(sorted(by_t)))
+        out["sampling_floor"] = fl
+        print(f"sampling alone at these split sizes ({fl['sims']} simulations): mean |gap| "
+              f"{fl['oracle_mean_abs_gap'] * 100:.1f} points with exact thresholds, "
+              f"{fl['calibrated_mean_abs_gap'] * 100:.1f} with thresholds from the calibration split; "
+              f"cells outside the 95% CI {fl['oracle_outside_share']:.0%} / {fl['calibrated_outside_share']:.0%}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

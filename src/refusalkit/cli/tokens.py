@@ -89,6 +89,19 @@ def profile_table(prof: dict):
     if prof.get("test"):
         b = prof["test"]["binary"]
         t.caption = f"test split: binary F1 {b['f1']:.3f} (precision {b['precision']:.3f}, recall {b['recall']:.3f}, n={b['n']})"
+    rows = prof.get("test_gap_table") or []
+    if rows:
+        gap = sum(abs(r["gap"]) for r in rows) / len(rows)
+        out = sum(not r["within_ci"] for r in rows)
+        grid = ", ".join(f"{x:.0%}" for x in sorted({r["target"] for r in rows}))
+        t.caption += (f"\ngap table (targets {grid}): mean |gap| "
+                      f"{100 * gap:.1f} points, {out}/{len(rows)} cells outside the 95% interval")
+        fl = prof.get("test_gap_floor") or {}
+        if "oracle_mean_abs_gap" in fl:
+            t.caption += (f"\nsampling alone at these split sizes: {100 * fl['oracle_mean_abs_gap']:.1f} points with "
+                          f"exact thresholds, {100 * fl.get('calibrated_mean_abs_gap', float('nan')):.1f} with "
+                          f"thresholds from this calibration split "
+                          f"({100 * fl.get('calibrated_outside_share', float('nan')):.0f}% of cells outside)")
     return t
 
 

@@ -110,8 +110,23 @@ def build_profile(*, name: str, scheme: TokenScheme, token_ids: dict[str, int], 
             prof["test_gap_table"] = gap_table(cal.q, cal.categories, cal.refuse, test.q, test.categories,
                                                test.refuse, scheme, targets=gap_targets,
                                                temperature=temperature, joint=joint)
+            prof["test_gap_floor"] = gap_floor(prof["calibration"], prof["test"], gap_targets)
     prof["curves_auc"] = {c: d["auc"] for c, d in curves(cal.q, cal.categories, cal.refuse, scheme).items()}
     return prof
 
 
-__all__ = ["build_profile", "calibration_splits", "score_items", "Scored", "parse_targets", "split_manifest"]
+def gap_floor(cal_rates: dict[str, Any], test_rates: dict[str, Any], targets: tuple[float, ...]) -> dict[str, Any]:
+    """Return what sampling alone makes of a gap table with these split sizes (see
+    :func:`refusalkit.tokens.gapfloor.sampling_floor`): the expected mean |gap| and share of cells outside
+    the 95% interval with exact thresholds (``oracle``) and with thresholds from this calibration split."""
+    from refusalkit.tokens.gapfloor import sampling_floor
+
+    def sizes(rates: dict[str, Any]) -> dict[str, int]:
+        return {c: int(v["harmful"]["n"]) for c, v in rates.get("per_category", {}).items() if v.get("harmful")}
+
+    floor = sampling_floor(sizes(cal_rates), sizes(test_rates), targets)
+    floor.pop("cells", None)
+    return floor
+
+
+__all__ = ["build_profile", "gap_floor", "calibration_splits", "score_items", "Scored", "parse_targets", "split_manifest"]
