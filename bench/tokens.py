@@ -4,12 +4,16 @@ Both measurements run side by side in one process on the same prompts:
 
 1. Measuring every category's refusal rate by *scoring* (one forward pass per prompt, no generation)
    against measuring it by *generating* 256 new tokens per prompt and judging the answers with a detector
-   (the only way without refusal tokens). Target: scoring >= 20x faster.
+   (the only way without refusal tokens). Target: scoring >= 20x faster. Two generation arms are timed:
+   256 new tokens per prompt, as the target states (``min_new_tokens`` = 256), and generation that may stop
+   at end-of-sequence (this adapter's refusals are short, so that arm is the cheapest case for generation).
 2. Tokens/s of generation with the policy's LogitsProcessor against plain generation of the same merged
-   model (both forced to the same number of new tokens; runs interleaved, median of repeats).
-   Target: overhead <= 5%.
+   model (both forced to the same number of new tokens). The arms alternate in ABBA order over
+   ``--repeats`` pairs so that drift in machine load hits both alike; the overhead is the median over
+   pairs of (1 - policy tok/s / plain tok/s). Target: overhead <= 5%. The processor's own time inside the
+   policy runs is also measured directly.
 
-    python bench/tokens.py --n 40 --gen-tokens 256 --repeats 3
+    python bench/tokens.py --n 40 --gen-tokens 256 --repeats 8
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=256)
     ap.add_argument("--speed-tokens", type=int, default=64)
     ap.add_argument("--speed-prompts", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--detector", default="default")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", default=None, help="Also write the results here.")
@@ -71,17 +75,22 @@ def main() -> None:
     t_score = time.perf_counter() - t0
 
     free = PolicyModel(hf, None, ids, emit_respond=emits_respond(info))
-    t0 = time.perf_counter()
-    gens = free.generate(prompts, GenerationConfig(max_new_tokens=args.gen_tokens), batch_size=args.batch_size)
-    t_gen = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    det.predict([g.text for g in gens], prompts=prompts)
-    t_det = time.perf_counter() - t0
-    n_new = sum(g.n_tokens for g in gens)
-    ratio = (t_gen + t_det) / t_score
-    print(f"\n1) rates for all categories: scoring {t_score:.2f}s vs generating {args.gen_tokens} tokens "
-          f"({n_new} tokens) {t_gen:.1f}s + {det_name} detector {t_det:.2f}s = {t_gen + t_det:.1f}s "
-          f"-> scoring is {ratio:.0f}x faster (target >= 20x)")
+    arms = {}
+    print()
+    for arm, extra in (("256 new tokens", {"min_new_tokens": args.gen_tokens}), ("stop at end-of-sequence", {})):
+        t0 = time.perf_counter()
+        gens = free.generate(prompts, GenerationConfig(max_new_tokens=args.gen_tokens, extra=extra),
+                             batch_size=args.batch_size)
+        t_gen = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        det.predict([g.text for g in gens], prompts=prompts)
+        t_det = time.perf_counter() - t0
+        n_new = sum(g.n_tokens for g in gens)
+        ratio = (t_gen + t_det) / t_score
+        arms[arm] = {"generate_seconds": t_gen, "detect_seconds": t_det, "new_tokens": n_new, "speedup": ratio}
+        print(f"1) rates for all categories: scoring {t_score:.2f}s vs generating ({arm}, max {args.gen_tokens}; "
+              f"{n_new} tokens) {t_gen:.1f}s + {det_name} detector {t_det:.2f}s = {t_gen + t_det:.1f}s "
+              f"-> scoring is {ratio:.1f}x faster (target >= 20x)")
 
     # 2) generation speed with and without the policy (same model, same fixed length)
     try:
@@ -106,8 +115,9 @@ def main() -> None:
     with_policy = PolicyModel(hf, pol, ids, emit_respond=emits_respond(info))
     with_policy.processor = TimedProcessor(pol, ids, emit_respond=emits_respond(info))
     free.generate(sp[:2], GenerationConfig(max_new_tokens=4))  # warm-up
-    for _ in range(args.repeats):
-        for label, m, acc in (("plain", hf, plain), ("policy", with_policy, ctrl)):
+    arms2 = (("plain", hf, plain), ("policy", with_policy, ctrl))
+    for r in range(args.repeats):
+        for label, m, acc in (arms2 if r % 2 == 0 else arms2[::-1]):  # ABBA: drift cancels within pairs
             t0 = time.perf_counter()
             g = m.generate(sp, cfg, batch_size=len(sp))  # plain: HFModel.generate without any processor
             dt = time.perf_counter() - t0
@@ -115,15 +125,18 @@ def main() -> None:
     total_policy_time = sum(len(sp) * args.speed_tokens / x for x in ctrl)
     share = TimedProcessor.spent / total_policy_time
     p_med, c_med = statistics.median(plain), statistics.median(ctrl)
-    overhead = (p_med - c_med) / p_med
-    print(f"2) generation tokens/s (batch {len(sp)}, {args.speed_tokens} new tokens, median of {args.repeats}): "
-          f"plain {p_med:.1f} vs with policy {c_med:.1f} -> overhead {overhead:+.1%} (target <= 5%)")
+    pairs = sorted(1 - c / p for p, c in zip(plain, ctrl))
+    overhead = statistics.median(pairs)
+    q1, q3 = pairs[len(pairs) // 4], pairs[(3 * len(pairs)) // 4]
+    print(f"2) generation tokens/s (batch {len(sp)}, {args.speed_tokens} new tokens, {args.repeats} ABBA pairs): "
+          f"median plain {p_med:.1f} vs with policy {c_med:.1f}; per-pair overhead median {overhead:+.1%} "
+          f"(quartiles {q1:+.1%}, {q3:+.1%}) (target <= 5%)")
     print(f"   runs plain {[round(x, 1) for x in plain]} policy {[round(x, 1) for x in ctrl]}")
     print(f"   time inside the policy's LogitsProcessor: {TimedProcessor.spent * 1000:.1f} ms of "
           f"{total_policy_time:.1f} s of policy generation = {share:.3%} (direct measure of the overhead)")
-    res = {"n_prompts": len(prompts), "score_seconds": t_score, "generate_seconds": t_gen,
-           "detect_seconds": t_det, "detector": det_name, "gen_tokens": args.gen_tokens, "speedup": ratio,
-           "plain_tok_s": plain, "policy_tok_s": ctrl, "overhead": overhead,
+    res = {"n_prompts": len(prompts), "score_seconds": t_score, "generation_arms": arms,
+           "detector": det_name, "gen_tokens": args.gen_tokens,
+           "plain_tok_s": plain, "policy_tok_s": ctrl, "overhead": overhead, "pair_overheads": pairs,
            "processor_seconds": TimedProcessor.spent, "processor_share": share,
            "threads": torch.get_num_threads()}
     if args.json:

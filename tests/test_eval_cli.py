@@ -47,6 +47,13 @@ def test_eval_xstest_writes_metrics_responses_report(tiny_model_dir, data_dir, t
     r2 = _eval(tiny_model_dir, out, "--bench", "xstest", "--limit", "24", "--data-dir", str(data_dir),
                "--detector", "keyword")
     assert r2.returncode == 0 and "0 generated and 0 judged now" in r2.stdout
+    # --rejudge keeps the responses and judges all of them again
+    before = (out / "responses.jsonl").read_text()
+    r3 = _eval(tiny_model_dir, out, "--bench", "xstest", "--limit", "24", "--data-dir", str(data_dir),
+               "--detector", "keyword", "--rejudge")
+    assert r3.returncode == 0 and "0 generated and 24 judged now" in r3.stdout
+    assert [json.loads(x)["response"] for x in before.splitlines()] == \
+        [json.loads(x)["response"] for x in (out / "responses.jsonl").read_text().splitlines()]
 
 
 def test_eval_several_benchmarks_local_file_and_correction(tiny_model_dir, data_dir, tmp_path):

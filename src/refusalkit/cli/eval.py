@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
         n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
         confidence: float = typer.Option(0.95, help="Interval level."),
         fresh: bool = typer.Option(False, help="Discard what --out already holds and start over."),
+        rejudge: bool = typer.Option(False, help="Keep the stored responses but judge them all again "
+                                                 "(e.g. after retraining the detector)."),
     ) -> None:
         """Generate, judge and score a model on refusal benchmarks; rerunning resumes a killed run."""
         from refusalkit.evaluate.runner import run_eval
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
             res = run_eval(bench, model_spec=model, out_dir=out, detector=detector, limit=limit, seed=seed,
                            limit_mode=limit_mode, data_dir=data_dir, config=cfg, batch_size=batch_size,
-                           fresh=fresh, sens=sens, spec=spec, n_boot=n_boot, level=confidence,
+                           fresh=fresh, rejudge=rejudge, sens=sens, spec=spec, n_boot=n_boot, level=confidence,
                            on_progress=on_progress)
         console.print(summary_table(res.metrics))
         console.print(f"{res.metrics['n']} prompts judged ({res.n_generated} generated and {res.n_judged} "

@@ -132,6 +132,11 @@ class RunStore:
             self.conn.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)",
                                   [(v["id"], detector, json.dumps(v, ensure_ascii=False)) for v in verdicts])
 
+    def clear_verdicts(self, detector: str) -> int:
+        """Delete every verdict of ``detector`` (to judge the stored responses again); return how many."""
+        with self.conn:
+            return self.conn.execute("DELETE FROM verdicts WHERE detector = ?", (detector,)).rowcount
+
     def verdicts(self, detector: str) -> dict[str, dict[str, Any]]:
         """Return ``{id: verdict dict}`` for ``detector``."""
         return {i: json.loads(r) for i, r in self.conn.execute(
