@@ -108,14 +108,14 @@ def write_outputs(run_dir: Path, metrics: dict[str, Any], rows: list[dict[str, A
 def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, detector: str | None = None,
              limit: int | None = None, seed: int = 0, limit_mode: str = "stratified",
              data_dir: str | None = None, config: GenerationConfig | None = None, batch_size: int = 16,
-             fresh: bool = False, rejudge: bool = False, sens: float | None = None, spec: float | None = None, n_boot: int = 2000,
-             level: float = 0.95, model: Any = None,
+             fresh: bool = False, rejudge: bool = False, sens: float | None = None, spec: float | None = None,
+             n_boot: int = 2000, level: float = 0.95, model: Any = None,
              on_progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
     """Evaluate ``model_spec`` on ``benches`` into ``out_dir`` and return an :class:`EvalResult`.
 
     ``model`` may be a ready LanguageModel (then ``model_spec`` only names the run). ``rejudge`` keeps the
-    stored responses but judges all of them again (e.g. after the detector was retrained). ``on_progress(stage,
-    done, total)`` is called after each committed batch. Raises RefusalkitError for bad input before any
+    stored responses but judges all of them again (e.g. after the detector was retrained).
+    ``on_progress(stage, done, total)`` is called after each committed batch. Raises RefusalkitError for bad input before any
     work starts.
     """
     t_start = time.perf_counter()

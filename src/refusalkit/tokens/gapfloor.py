@@ -3,9 +3,10 @@
 A category's achieved test rate differs from its target for two reasons that no model or calibration method
 removes: the test split is a finite sample (even the population's exact threshold gives a binomial test
 rate), and the threshold itself is estimated from a finite calibration split. This module simulates both
-with exchangeable scores (the threshold rule is rank-based, so any continuous score distribution gives the
-same result) and the same threshold rule as :func:`refusalkit.tokens.calibrate.thresholds_for_rates`
-(independent form), so a measured gap table can be read against what sampling alone produces.
+with exchangeable (uniform) scores and the same threshold rule as
+:func:`refusalkit.tokens.calibrate.thresholds_for_rates` (independent form), so a measured gap table can
+be read against what sampling alone produces. The rule puts the threshold between the same two order
+statistics whatever the score distribution; only where it falls between them depends on the distribution.
 """
 
 from __future__ import annotations
