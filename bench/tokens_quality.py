@@ -48,7 +48,7 @@ def main() -> None:
 
     from refusalkit.data.io import iter_jsonl
     from refusalkit.detect import get_detector, is_refusal
-    from refusalkit.tokens.calibrate import wilson
+    from refusalkit.tokens.calibrate import gap_summary, wilson
     from refusalkit.tokens.policy import load_profile
 
     try:
@@ -122,19 +122,16 @@ def main() -> None:
         rows = prof.get("test_gap_table") or []
         out["gap_table"] = rows
         print("\ntarget | category | n | threshold | achieved [95% CI] | gap | target in CI")
-        by_t = defaultdict(list)
         for r in rows:
-            by_t[r["target"]].append(abs(r["gap"]))
             print(f"{r['target']:.0%} | {r['category']} | {r['n']} | {r['threshold']:.3g} | {r['achieved']:.1%} "
                   f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | {r['gap'] * 100:+.1f} | {'yes' if r['within_ci'] else 'NO'}")
-        allg = [abs(r["gap"]) for r in rows]
-        out["mean_abs_gap"] = sum(allg) / len(allg) if allg else None
-        out["misses_outside_ci"] = sum(not r["within_ci"] for r in rows)
-        print(f"mean |gap| {out['mean_abs_gap'] * 100:.1f} points over {len(rows)} (target, category) cells; "
-              f"per target: " + ", ".join(f"{t:.0%}: {sum(v) / len(v) * 100:.1f}" for t, v in sorted(by_t.items()))
+        gs = gap_summary(rows)
+        out["mean_abs_gap"], out["misses_outside_ci"] = gs["mean_abs_gap"], gs["outside"]
+        print(f"mean |gap| {out['mean_abs_gap'] * 100:.1f} points over {gs['n']} (target, category) cells; "
+              f"per target: " + ", ".join(f"{t:.0%}: {g * 100:.1f}" for t, g in gs["per_target"].items())
               + f"; outside the 95% CI: {out['misses_outside_ci']}")
         from refusalkit.tokens.profile import gap_floor
-        fl = gap_floor(prof["calibration"], prof["test"], tuple(sorted(by_t)))
+        fl = gap_floor(prof["calibration"], prof["test"], tuple(gs["per_target"]))
         out["sampling_floor"] = fl
         print(f"sampling alone at these split sizes ({fl['sims']} simulations): mean |gap| "
               f"{fl['oracle_mean_abs_gap'] * 100:.1f} points with exact thresholds, "

@@ -30,3 +30,14 @@ def test_calibration_noise_adds_to_test_noise_and_shrinks_with_size():
 def test_categories_without_calibration_prompts_get_only_the_oracle_floor():
     fl = sampling_floor({}, {"c": 30}, (0.5,), sims=500)
     assert "calibrated_mean_abs_gap" not in fl and fl["oracle_mean_abs_gap"] > 0
+
+
+def test_gap_summary_averages_cells_and_counts_misses():
+    from refusalkit.tokens.calibrate import gap_summary
+
+    rows = [{"target": 0.1, "gap": 0.05, "within_ci": True}, {"target": 0.1, "gap": -0.15, "within_ci": False},
+            {"target": 0.5, "gap": 0.02, "within_ci": True}]
+    s = gap_summary(rows)
+    assert s["mean_abs_gap"] == pytest.approx(0.22 / 3) and s["outside"] == 1 and s["n"] == 3
+    assert s["per_target"] == pytest.approx({0.1: 0.1, 0.5: 0.02})
+    assert gap_summary([])["mean_abs_gap"] is None

@@ -39,6 +39,7 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
     """Add ``verdict`` (taxonomy label) and ``p_refusal`` (P(not full compliance)) to every row."""
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.detect import get_detector
+    from refusalkit.detect.base import labels_from_proba
     from refusalkit.detect.inputs import read_responses
 
     if batch_size < 1:
@@ -49,7 +50,6 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
     for i in range(0, len(rows), batch_size):
         ps = None if prompts is None else prompts[i:i + batch_size]
         P = det.predict_proba(responses[i:i + batch_size], ps)
-        from refusalkit.detect.base import labels_from_proba
         verdicts += labels_from_proba(P, det.classes_)
         probs += (1 - P[:, list(det.classes_).index("full_compliance")]).tolist()
     out = []

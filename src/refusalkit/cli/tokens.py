@@ -91,11 +91,11 @@ def profile_table(prof: dict):
         t.caption = f"test split: binary F1 {b['f1']:.3f} (precision {b['precision']:.3f}, recall {b['recall']:.3f}, n={b['n']})"
     rows = prof.get("test_gap_table") or []
     if rows:
-        gap = sum(abs(r["gap"]) for r in rows) / len(rows)
-        out = sum(not r["within_ci"] for r in rows)
-        grid = ", ".join(f"{x:.0%}" for x in sorted({r["target"] for r in rows}))
+        from refusalkit.tokens.calibrate import gap_summary
+        gs = gap_summary(rows)
+        grid = ", ".join(f"{x:.0%}" for x in gs["per_target"])
         t.caption += (f"\ngap table (targets {grid}): mean |gap| "
-                      f"{100 * gap:.1f} points, {out}/{len(rows)} cells outside the 95% interval")
+                      f"{100 * gs['mean_abs_gap']:.1f} points, {gs['outside']}/{gs['n']} cells outside the 95% interval")
         fl = prof.get("test_gap_floor") or {}
         if "oracle_mean_abs_gap" in fl:
             t.caption += (f"\nsampling alone at these split sizes: {100 * fl['oracle_mean_abs_gap']:.1f} points with "

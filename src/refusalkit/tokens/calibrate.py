@@ -325,3 +325,15 @@ def gap_table(q_cal: np.ndarray, cats_cal: list, y_cal: np.ndarray, q_test: np.n
                          "ci95": [lo, hi], "gap": h["rate"] - r, "within_ci": lo <= r <= hi,
                          "infeasible": c in notes["infeasible"]})
     return rows
+
+
+def gap_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return a gap table's summary: ``mean_abs_gap`` over its cells (None when empty), ``outside`` (cells
+    whose target lies outside the achieved rate's 95% interval), ``n`` cells and ``per_target`` mean |gap|."""
+    by_t: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        by_t[r["target"]].append(abs(r["gap"]))
+    gaps = [g for v in by_t.values() for g in v]
+    return {"mean_abs_gap": sum(gaps) / len(gaps) if gaps else None,
+            "outside": sum(not r["within_ci"] for r in rows), "n": len(rows),
+            "per_target": {t: sum(v) / len(v) for t, v in sorted(by_t.items())}}
