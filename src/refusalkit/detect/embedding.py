@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts,
-                                    read_card, read_meta,
-                                    write_meta)
+                                    read_card, read_meta, write_meta)
+from refusalkit.detect.encoders import check_encoder_dir
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.taxonomy import LABELS
 from refusalkit.detect.text import clip
 from refusalkit.errors import RefusalkitError
 
-_EMBEDDER = None
+_EMBEDDERS: dict[str, Any] = {}
 
 
 def embedder_dir() -> Path:
@@ -33,19 +33,42 @@ def embedder_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Return L2-normalised MiniLM embeddings ``[n, 384]`` of ``texts`` (first 128 tokens of each)."""
-    global _EMBEDDER
-    if _EMBEDDER is None:
+_CACHE: dict[tuple[str, str], np.ndarray] = {}
+_CACHE_MAX = 50_000
+
+
+def _encoder(folder: str):
+    if folder not in _EMBEDDERS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
-        _EMBEDDER = SentenceTransformer(str(embedder_dir()), device="cpu")
+        m = SentenceTransformer(folder, device="cpu", trust_remote_code=False, local_files_only=True,
+                                model_kwargs={"use_safetensors": True})
         # Refusals are decided in the opening; 128 tokens keeps long answers cheap.
-        _EMBEDDER.max_seq_length = 128
+        m.max_seq_length = 128
+        _EMBEDDERS[folder] = m
+    return _EMBEDDERS[folder]
+
+
+def embed(texts: list[str], batch_size: int = 64, encoder: str | Path | None = None) -> np.ndarray:
+    """Return L2-normalised sentence embeddings ``[n, dim]`` of ``texts`` (first 128 tokens of each).
+
+    ``encoder``: ``None`` for the bundled all-MiniLM-L6-v2 (dim 384), or the folder of a local encoder
+    (checked by :func:`refusalkit.detect.encoders.check_encoder_dir`). Embeddings are memoised per text, so
+    cross-validation does not encode the same prompts once per fold.
+    """
+    folder = str(embedder_dir() if encoder is None else check_encoder_dir(encoder))
+    m = _encoder(folder)
+    keys = [(folder, t[:1000] or " ") for t in texts]
+    todo = list(dict.fromkeys(k for k in keys if k not in _CACHE))
+    if todo:
+        if len(_CACHE) + len(todo) > _CACHE_MAX:
+            _CACHE.clear()
+        vs = m.encode([k[1] for k in todo], batch_size=batch_size, normalize_embeddings=True,
+                      show_progress_bar=False)
+        _CACHE.update(zip(todo, np.asarray(vs, dtype=np.float32)))
     if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return np.asarray(_EMBEDDER.encode([t[:1000] or " " for t in texts], batch_size=batch_size,
-                                       normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
+        return np.zeros((0, m.get_sentence_embedding_dimension()), dtype=np.float32)
+    return np.stack([_CACHE[k] for k in keys])
 
 
 class EmbeddingDetector(Detector):

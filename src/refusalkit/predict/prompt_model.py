@@ -1,5 +1,6 @@
-"""A prompt classifier: TF-IDF word n-grams (plus, optionally, MiniLM prompt embeddings) into a logistic
-regression that gives P(the target model refuses this prompt). Saved as JSON + npz, with a model card."""
+"""A prompt classifier: TF-IDF word n-grams (plus, optionally, sentence embeddings of the prompt: the bundled
+MiniLM or a local encoder folder) into a logistic regression that gives P(the target model refuses this
+prompt). Saved as JSON + npz, with a model card."""
 
 from __future__ import annotations
 
@@ -12,26 +13,33 @@ import numpy as np
 from scipy import sparse
 
 from refusalkit.detect.base import check_texts, read_card, read_meta, write_card
+from refusalkit.detect.encoders import check_encoder_dir, encoder_sha256, verify_encoder
 from refusalkit.errors import InputError, RefusalkitError
 
 KIND = "prompt_classifier"
 
 
 class PromptClassifier:
-    """P(refusal) from the prompt alone. ``features``: ``tfidf`` or ``tfidf+embedding``."""
+    """P(refusal) from the prompt alone. ``features``: ``tfidf`` or ``tfidf+embedding``; ``encoder``: the
+    folder of a local sentence encoder for the embedding (default: the bundled MiniLM)."""
 
     def __init__(self, features: str = "tfidf+embedding", C: float = 3.0, embedding_weight: float = 2.0,
-                 target_model: str = "unknown"):
+                 target_model: str = "unknown", encoder: str | Path | None = None):
         if features not in ("tfidf", "tfidf+embedding"):
             raise RefusalkitError(f"unknown prompt features {features!r}; use tfidf or tfidf+embedding")
+        if encoder is not None and features != "tfidf+embedding":
+            raise RefusalkitError("an encoder is only used with features tfidf+embedding")
         self.features, self.C, self.embedding_weight, self.target_model = features, C, embedding_weight, target_model
+        self.encoder = None if encoder is None else str(check_encoder_dir(encoder))
+        self.encoder_sha256_: str | None = None
         self.card: dict[str, Any] | None = None
 
     def _X(self, prompts: list[str]):
         M = self.vec_.transform(prompts)
         if self.features == "tfidf+embedding":
             from refusalkit.detect.embedding import embed
-            M = sparse.hstack([M, sparse.csr_matrix(embed(prompts) * self.embedding_weight)], format="csr")
+            E = embed(prompts, encoder=self.encoder)
+            M = sparse.hstack([M, sparse.csr_matrix(E * self.embedding_weight)], format="csr")
         return M
 
     def fit(self, prompts, y):
@@ -50,6 +58,8 @@ class PromptClassifier:
                                     max_features=50000, dtype=np.float32).fit(P)
         lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P), y)
         self.coef_, self.intercept_ = lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+        if self.encoder is not None and self.encoder_sha256_ is None:
+            self.encoder_sha256_ = encoder_sha256(self.encoder)
         return self
 
     def p_refusal(self, prompts) -> np.ndarray:
@@ -78,7 +88,8 @@ class PromptClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
         meta = {"kind": KIND, "format_version": 1, "features": self.features, "C": self.C,
-                "embedding_weight": self.embedding_weight, "target_model": self.target_model, "vocabulary": inv}
+                "embedding_weight": self.embedding_weight, "target_model": self.target_model,
+                "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "vocabulary": inv}
         (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         np.savez_compressed(folder / "weights.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
                             idf=self.vec_.idf_.astype(np.float32))
@@ -95,8 +106,12 @@ class PromptClassifier:
         folder = Path(folder)
         meta, arrays = read_meta(folder, KIND, what="prompt classifier")
         coef, icpt, idf = arrays["coef"], float(arrays["intercept"][0]), arrays["idf"]
+        enc = meta.get("encoder")
+        if enc is not None:
+            enc = verify_encoder(enc, meta.get("encoder_sha256"), owner=f"the prompt classifier in {folder}")
         m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
-                target_model=meta["target_model"])
+                target_model=meta["target_model"], encoder=enc)
+        m.encoder_sha256_ = meta.get("encoder_sha256")
         m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
                                  dtype=np.float32, vocabulary={t: i for i, t in enumerate(meta["vocabulary"])})
         m.vec_.idf_ = idf.astype(np.float64)
