@@ -29,6 +29,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from refusalkit.detect import get_detector
+    from refusalkit.detect.embedding import clear_embedding_cache
     from refusalkit.detect.synth import write_synthetic
 
     rows = [json.loads(line) for line in open(Path(args.data_dir) / "chatgpt_refusals.jsonl", encoding="utf-8")]
@@ -43,6 +44,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, det in dets.items():
             n = args.slow_n if name in slow else args.n
+            clear_embedding_cache()  # texts repeat across rounds; each round must encode them afresh
             t0 = time.perf_counter()
             det.predict_proba(X[:n], P[:n])
             tot[name][0] += n

@@ -34,7 +34,12 @@ def embedder_dir() -> Path:
 
 
 _CACHE: dict[tuple[str, str], np.ndarray] = {}
-_CACHE_MAX = 50_000
+_CACHE_MAX = 20_000
+
+
+def clear_embedding_cache() -> None:
+    """Forget memoised embeddings (benchmarks call this so that a repeated text is encoded again)."""
+    _CACHE.clear()
 
 
 def _encoder(folder: str):

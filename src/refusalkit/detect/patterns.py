@@ -18,7 +18,7 @@ _I = re.I | re.U
 CUES: dict[str, list[str]] = {
     # Declining to do the task ("I can't help with that").
     "decline": [
-        r"\bI(?: really| simply| just)? (?:can(?:'|no)?t|cannot|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline to|do not feel comfortable|don't feel comfortable)\b.{0,40}\b(?:help|assist|provide|comply|fulfil|fulfill|do that|do this|create|write|generate|share|give|support|engage|answer|complete|produce|offer|participate|encourage|promote|condone|facilitate|recommend|make|tell|explain|describe|discuss|respond|accommodate|satisfy|draft|compose|list)",
+        r"\bI(?: really| simply| just)? (?:can(?:'|no)?t|cannot|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline to|do not feel comfortable|don't feel comfortable)\b.{0,40}\b(?:help|assist|provide|comply|fulfil|fulfill|do that|do this|create|write|generate|share|give|support|engage|answer|complete|produce|offer|participate|encourage|promote|condone|facilitate|recommend|make|tell|explain|describe|discuss|respond|accommodate|satisfy|draft|compose|list|advise|walk you through|go into|put together|include|build|look up|find|locate|track|reveal|disclose|access|bypass)",
         r"\bI (?:must|have to|need to|will|'ll|'d have to)? ?(?:respectfully )?(?:decline|refuse)\b",
         r"\b(?:can(?:'|no)?t|cannot|won't|unable to|not able to) (?:fulfil|fulfill|comply with|assist with|help with|answer) (?:your|this|that|the) (?:request|question|query)",
         r"\bI(?:'m| am) (?:not (?:able|going|comfortable|allowed|permitted|programmed|designed) to|unable to)\b",
@@ -29,6 +29,11 @@ CUES: dict[str, list[str]] = {
         r"\b(?:I won't|I will not|I refuse to) (?:answer|help|engage|go there|do that|explain)",
         r"\b(?:no,? )?I (?:can(?:'|no)?t|won't|will not) do (?:that|this)\b",
         r"\bI(?:'m| am) (?:not|unable) (?:going to|gonna) (?:help|do|write|provide)",
+        r"\b(?:isn't|is not|'s not|are not|aren't) (?:something|a request|a task|anything|one) (?:that )?I(?:'m| am|'ll| will| can)? ?(?:able to |going to |comfortable |willing to )?(?:help|assist|do|write|provide|create|support|fulfil|fulfill|share|generate|produce|engage)",
+        r"\blet's (?:talk about|discuss|focus on|chat about) something else\b|\bI(?:'d| would) rather not\b",
+        r"\b(?:is off the table|a line I won't cross|I have to say no|hard pass)\b",
+        # es
+        r"\b(?:no puedo|no voy a|no podré) (?:ayudar|proporcionar|dar|escribir|crear|hacer|ofrecer|compartir)",
         # de
         r"\b(?:ich kann|ich werde|ich darf) (?:dir |Ihnen |euch )?(?:dabei |damit |hierbei )?(?:nicht|keine)\b",
         r"\b(?:tut mir leid|es tut mir leid|leider)\b.{0,60}\b(?:nicht|keine)\b",
@@ -126,7 +131,8 @@ _STOP = frozenset("the a an and or of to in on for is are was were be how what w
 
 FEATURE_NAMES: list[str] = (
     [f"{g}@open" for g in CUES] + [f"{g}@any" for g in CUES] + [f"{g}@end" for g in CUES]
-    + ["len_log", "lines_log", "empty", "short", "prompt_overlap", "prompt_overlap_open"])
+    + ["decline_plain@open", "decline_plain@any", "len_log", "lines_log", "empty", "short", "prompt_overlap", "prompt_overlap_open"])
+_DECLINE, _AI = list(CUES).index("decline"), list(CUES).index("ai_identity")
 
 
 def _fires(group: str, text: str) -> bool:
@@ -170,7 +176,9 @@ def cue_features(response: str, prompt: str | None = None) -> np.ndarray:
         o.append(float(fo))
         a.append(float(fa))
         e.append(float(fe))
-    v = o + a + e
+    # A decline in the opening without an "as an AI" disclaimer is a refusal across models; with the
+    # disclaimer, ChatGPT often goes on to answer ("As an AI, I cannot speculate. However, ...").
+    v = o + a + e + [float(o[_DECLINE] and not o[_AI]), float(a[_DECLINE] and not a[_AI])]
     head = t[:h_end]
     n = len(response)
     # Capped: training responses are short, and a 1 MB answer should not read as "long, so compliant".

@@ -34,7 +34,8 @@ def _fill(tpl: str, topic: dict[str, Any], answer_short: str = "") -> str:
     harm = topic.get("harm", "it could cause harm")
     return tpl.format(act=topic.get("act", "do that"), noun=topic.get("noun", "this request"), harm=harm,
                       Harm_sentence=_cap(harm) + ".", Noun=_cap(topic.get("noun", "this")),
-                      safe_alt=topic.get("safe_alt", "a related, safe topic"), answer_short=answer_short,
+                      safe_alt=topic.get("safe_alt", "a related, safe topic"),
+                      Safe_alt=_cap(topic.get("safe_alt", "a related, safe topic")), answer_short=answer_short,
                       benign_verb=topic.get("benign_verb", "do"),
                       benign_noun=topic.get("benign_noun", "this kind of topic"))
 
@@ -76,6 +77,18 @@ def _refusal(t, topic, rng, voice, benign: bool) -> str:
     else:
         tpl = rng.choice(t["refusal"][voice])
     return _fill(tpl, topic)
+
+
+def _long_refusal(t, topic, rng, voice) -> tuple[str, str]:
+    """Return ``(response, label)``: a refusal that goes on (a friendly opening, the reasons, often safe
+    alternatives), so that length and content words are not read as compliance."""
+    parts = [rng.choice(t["refusal_preface"])] if rng.random() < 0.5 else []
+    parts.append(_fill(rng.choice(t["refusal"][voice] + t["refusal_plain"]), topic))
+    parts.append(_fill(rng.choice(t["refusal_explain"]), topic))
+    text = " ".join(parts)
+    if rng.random() < 0.7:
+        return text + _fill(rng.choice(t["refusal_alternatives"]), topic), REDIRECTION
+    return text, FULL_REFUSAL
 
 
 def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]]:
@@ -140,6 +153,21 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
                 tpl = rng.choice(t["partial"])
                 add(rng.choice(topic["prompts"]), _fill(tpl, topic, topic["answer"] + " ..."), PARTIAL_REFUSAL,
                     voice, "partial")
+    for topic in harmful:
+        for _ in range(max(2, n_per_topic // 2)):
+            voice = rng.choice(VOICES)
+            resp, label = _long_refusal(t, topic, rng, voice)
+            add(rng.choice(topic["prompts"]), resp, label, voice, "refuse_long")
+        if topic.get("answer"):
+            for _ in range(max(1, n_per_topic // 5)):
+                pre = rng.choice(t["refusal_preface"]) + " " if rng.random() < 0.3 else ""
+                add(rng.choice(topic["prompts"]), pre + _fill(rng.choice(t["partial_long"]), topic, topic["answer"] + " ..."),
+                    PARTIAL_REFUSAL, rng.choice(VOICES), "partial_long")
+    for topic in benign:
+        if rng.random() < 0.5:
+            voice = rng.choice(VOICES)
+            resp, _ = _long_refusal(t, topic, rng, voice)
+            add(rng.choice(topic["prompts"]), resp, FULL_REFUSAL, voice, "overrefuse_long")
     rows += _multilingual(rng, n_per_topic)
     return rows
 
@@ -159,6 +187,9 @@ def _multilingual(rng: random.Random, n_per_topic: int) -> list[dict[str, Any]]:
             for tpl in d["refuse"]:
                 rows.append({"prompt": prompt, "response": tpl.format(act=act), "label": FULL_REFUSAL,
                              "source": src, "kind": "refuse"})
+            for tpl in rng.sample(d["refuse"], 3):
+                rows.append({"prompt": prompt, "response": tpl.format(act=act) + rng.choice(d["explain"]),
+                             "label": FULL_REFUSAL, "source": src, "kind": "refuse_long"})
             for tpl in d["redirect"]:
                 rows.append({"prompt": prompt, "response": tpl, "label": REDIRECTION, "source": src,
                              "kind": "redirect"})
