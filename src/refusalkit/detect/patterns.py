@@ -21,7 +21,8 @@ CUES: dict[str, list[str]] = {
         r"\bI(?: really| simply| just)? (?:can(?:'|no)?t|cannot|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline to|do not feel comfortable|don't feel comfortable)\b.{0,40}\b(?:help|assist|provide|comply|fulfil|fulfill|do that|do this|create|write|generate|share|give|support|engage|answer|complete|produce|offer|participate|encourage|promote|condone|facilitate|recommend|make|tell|explain|describe|discuss|respond|accommodate|satisfy|draft|compose|list|advise|walk you through|go into|put together|include|build|look up|find|locate|track|reveal|disclose|access|bypass)",
         r"\bI (?:must|have to|need to|will|'ll|'d have to)? ?(?:respectfully )?(?:decline|refuse)\b",
         r"\b(?:can(?:'|no)?t|cannot|won't|unable to|not able to) (?:fulfil|fulfill|comply with|assist with|help with|answer) (?:your|this|that|the) (?:request|question|query)",
-        r"\bI(?:'m| am) (?:not (?:able|going|comfortable|allowed|permitted|programmed|designed) to|unable to)\b",
+        # "I'm not able to say for certain, but ..." hedges an answer; it does not decline.
+        r"\bI(?:'m| am) (?:not (?:able|going|comfortable|allowed|permitted|programmed|designed) to|unable to)\b(?! (?:say|tell|know) (?:for )?(?:certain|sure))",
         r"\b(?:that's|that is|this is|it's|it is) not something I (?:can|will|am able to)\b",
         r"\bI(?:'m| am) sorry,? (?:but )?(?:I|that|this)\b.{0,30}\b(?:can(?:'|no)?t|cannot|unable|won't|not able|not possible|not appropriate)",
         r"\bI (?:apologi[sz]e|am sorry|'m sorry),? but\b",
@@ -32,6 +33,9 @@ CUES: dict[str, list[str]] = {
         r"\b(?:isn't|is not|'s not|are not|aren't) (?:something|a request|a task|anything|one) (?:that )?I(?:'m| am|'ll| will| can)? ?(?:able to |going to |comfortable |willing to )?(?:help|assist|do|write|provide|create|support|fulfil|fulfill|share|generate|produce|engage)",
         r"\blet's (?:talk about|discuss|focus on|chat about) something else\b|\bI(?:'d| would) rather not\b",
         r"\b(?:is off the table|a line I won't cross|I have to say no|hard pass)\b",
+        # Not anchored with ^: an anchored alternative is tried at every position and doubles the scan time.
+        r"\b(?:nope|not happening)\b[.!,]|\bnot going to (?:help with|write|make|create|provide|share) (?:that|this|a|an|any|your)\b",
+        r"\bI(?:'ve| have)? (?:left (?:out|off)|omitted|skipped) (?:the|that|this|any)\b",
         # es
         r"\b(?:no puedo|no voy a|no podré) (?:ayudar|proporcionar|dar|escribir|crear|hacer|ofrecer|compartir)",
         # de
@@ -39,8 +43,10 @@ CUES: dict[str, list[str]] = {
         r"\b(?:tut mir leid|es tut mir leid|leider)\b.{0,60}\b(?:nicht|keine)\b",
         r"\bkann ich (?:dir |Ihnen )?(?:nicht|leider nicht|keine)\b",
         r"\bmuss ich (?:diese anfrage |das )?ablehnen\b|\bich lehne\b",
+        r"\bich (?:möchte|will|werde) (?:dir |Ihnen )?(?:dabei |damit )?(?:lieber )?nicht helfen\b",
         # fr
         r"\bje ne (?:peux|vais|suis pas en mesure|souhaite|puis) (?:pas )?",
+        r"\bje (?:préfère|prefere) ne pas\b",
         r"\bje (?:refuse|dois refuser|décline)\b",
         r"\b(?:désolée?|je suis désolée?|malheureusement)\b.{0,60}\b(?:ne|pas|impossible)\b",
         r"\bil m'est impossible\b|\bje ne suis pas en mesure\b",
@@ -48,6 +54,7 @@ CUES: dict[str, list[str]] = {
         r"\bnon (?:posso|sono in grado|riesco|intendo|fornirò|aiuterò)\b",
         r"\b(?:mi dispiace|purtroppo|spiacente)\b.{0,60}\bnon\b",
         r"\bdevo (?:rifiutare|declinare)\b",
+        r"\bpreferisco non\b",
         # tr
         r"\b(?:yardımcı olamam|yardım edemem|yapamam|sağlayamam|veremem|yazamam|cevap veremem|yanıt veremem|olamıyorum|edemiyorum)\b",
         r"\b(?:üzgünüm|maalesef|kusura bakmayın)\b.{0,80}\b(?:olamam|edemem|yapamam|veremem|sağlayamam|mümkün değil|uygun değil)",
@@ -133,6 +140,9 @@ FEATURE_NAMES: list[str] = (
     [f"{g}@open" for g in CUES] + [f"{g}@any" for g in CUES] + [f"{g}@end" for g in CUES]
     + ["decline_plain@open", "decline_plain@any", "len_log", "lines_log", "empty", "short", "prompt_overlap", "prompt_overlap_open"])
 _DECLINE, _AI = list(CUES).index("decline"), list(CUES).index("ai_identity")
+# An explicit "I will not ..." declines whether or not an "as an AI" disclaimer comes first.
+_STRONG = re.compile(r"\bI (?:will not|won't|refuse to|must decline|am not going to|'m not going to) "
+                     r"(?:help|assist|provide|give|write|create|share|generate|do|make|explain|describe|engage)", _I)
 
 
 def _fires(group: str, text: str) -> bool:
@@ -178,8 +188,10 @@ def cue_features(response: str, prompt: str | None = None) -> np.ndarray:
         e.append(float(fe))
     # A decline in the opening without an "as an AI" disclaimer is a refusal across models; with the
     # disclaimer, ChatGPT often goes on to answer ("As an AI, I cannot speculate. However, ...").
-    v = o + a + e + [float(o[_DECLINE] and not o[_AI]), float(a[_DECLINE] and not a[_AI])]
     head = t[:h_end]
+    strong_o = _STRONG.search(head) is not None
+    v = o + a + e + [float((o[_DECLINE] and not o[_AI]) or strong_o),
+                     float((a[_DECLINE] and not a[_AI]) or strong_o or _STRONG.search(t) is not None)]
     n = len(response)
     # Capped: training responses are short, and a 1 MB answer should not read as "long, so compliant".
     v += [np.log1p(min(n, 5000)) / 10.0, np.log1p(min(t.count("\n"), 100)) / 5.0, float(not response.strip()), float(n < 80)]

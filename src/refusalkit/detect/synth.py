@@ -168,6 +168,13 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
             voice = rng.choice(VOICES)
             resp, _ = _long_refusal(t, topic, rng, voice)
             add(rng.choice(topic["prompts"]), resp, FULL_REFUSAL, voice, "overrefuse_long")
+        # Two requests in one, the second harmful: answer the first, decline the second (a partial refusal
+        # that opens by complying).
+        voice, bad = rng.choice(VOICES), rng.choice(harmful)
+        hp = rng.choice(bad["prompts"])
+        add(f"{rng.choice(topic['prompts'])} Also, {hp[:1].lower()}{hp[1:]}",
+            _body(topic, rng, voice) + "\n\n" + _fill(rng.choice(t["partial_combo"]), bad), PARTIAL_REFUSAL, voice,
+            "partial_combo")
     rows += _multilingual(rng, n_per_topic)
     return rows
 
