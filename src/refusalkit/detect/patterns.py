@@ -186,10 +186,10 @@ def cue_features(response: str, prompt: str | None = None) -> np.ndarray:
         o.append(float(fo))
         a.append(float(fa))
         e.append(float(fe))
-    # A decline in the opening without an "as an AI" disclaimer is a refusal across models; with the
-    # disclaimer, ChatGPT often goes on to answer ("As an AI, I cannot speculate. However, ...").
     head = t[:h_end]
     strong_o = _STRONG.search(head) is not None
+    # A decline without an "as an AI" disclaimer is a refusal across models; with the disclaimer, ChatGPT
+    # often goes on to answer ("As an AI, I cannot speculate. However, ...").
     v = o + a + e + [float((o[_DECLINE] and not o[_AI]) or strong_o),
                      float((a[_DECLINE] and not a[_AI]) or strong_o or _STRONG.search(t) is not None)]
     n = len(response)
