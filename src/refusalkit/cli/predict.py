@@ -13,6 +13,10 @@ from refusalkit.cli.common import console, handle_errors
 from refusalkit.cli.detect import _DefaultRun
 from refusalkit.errors import RefusalkitError
 
+# One definition for train, bootstrap and evaluate.
+_ENCODER_OPTION = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the "
+                               "embedding features; default: the bundled MiniLM.")
+
 predict_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True,
                           help="Predict, before generating, how likely a model is to refuse each prompt.")
 
@@ -51,7 +55,7 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
           convention: str = typer.Option("binary", help="Convention of 'label' when there is no 'refused' field."),
           label_field: Optional[str] = typer.Option(None, help="Field with the label (default: refused, else label/fine_label)."),
           features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
-          encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM."),
+          encoder: Optional[Path] = _ENCODER_OPTION,
           target_model: str = typer.Option("unknown", help="The model whose refusals the labels describe.")) -> None:
     """Train a prompt classifier from prompts labelled refused / answered."""
     from refusalkit.data.io import read_records
@@ -93,7 +97,7 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
               batch_size: int = typer.Option(16),
               limit: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
               features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
-              encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM.")) -> None:
+              encoder: Optional[Path] = _ENCODER_OPTION) -> None:
     """Generate the target model's answers, label them with a detector, train its prompt classifier.
 
     Generation is resumable: rerun the same command after an interruption."""
@@ -138,7 +142,7 @@ def _print_report(report: dict) -> None:
 @handle_errors
 def evaluate(data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl."),
              features: str = typer.Option("tfidf+embedding", help="tfidf or tfidf+embedding."),
-             encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the embedding features; default: the bundled MiniLM."),
+             encoder: Optional[Path] = _ENCODER_OPTION,
              json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """The paper's prompt-classifier figures: 985 Quora prompts, 5-fold CV and trained on other subsets."""
     from refusalkit.detect.datasets import RS_FILE
