@@ -11,6 +11,28 @@ from refusalkit.detect.conventions import from_gold
 from refusalkit.errors import InputError
 
 RS_FILE = "chatgpt_refusals.jsonl"
+WRITTEN_DIR = "written"
+
+
+def written_rows() -> list[dict[str, Any]]:
+    """Return the labelled responses written for refusalkit in other models' styles (training data).
+
+    ``resources/detect/written/*.jsonl``: responses to benchmark prompts (XSTest, CoCoNot, JailbreakBench),
+    each in a named model's style, labelled in the four-class taxonomy. Each file is one ``source``
+    (``written:<file stem>``) so that leave-one-source-out holds a whole writer out at a time.
+    """
+    from importlib import resources
+
+    folder = resources.files("refusalkit") / "resources" / "detect" / WRITTEN_DIR
+    out = []
+    for f in sorted(folder.iterdir(), key=lambda x: x.name):
+        if not f.name.endswith(".jsonl"):
+            continue
+        rows = read_labelled(Path(str(f)), "binary")
+        for r in rows:
+            r["source"] = f"written:{f.name[:-len('.jsonl')]}"
+        out.extend(rows)
+    return out
 
 
 def read_labelled(path: str | Path, convention: str = "binary", label_field: str | None = None) -> list[dict[str, Any]]:

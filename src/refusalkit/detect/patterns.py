@@ -18,32 +18,35 @@ _I = re.I | re.U
 CUES: dict[str, list[str]] = {
     # Declining to do the task ("I can't help with that").
     "decline": [
-        r"\bI(?: really| simply| just)? (?:can(?:'|no)?t|cannot|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline to|do not feel comfortable|don't feel comfortable)\b.{0,40}\b(?:help|assist|provide|comply|fulfil|fulfill|do that|do this|create|write|generate|share|give|support|engage|answer|complete|produce|offer|participate|encourage|promote|condone|facilitate|recommend|make|tell|explain|describe|discuss|respond|accommodate|satisfy|draft|compose|list|advise|walk you through|go into|put together|include|build|look up|find|locate|track|reveal|disclose|access|bypass)",
+        r"\bI(?: really| simply| just)? (?:can(?:'|no)?t|cannot|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline to|do not feel comfortable|don't feel comfortable)\b.{0,40}\b(?:help|assist|provide|comply|fulfil|fulfill|do that|do this|create|write|generate|share|give|support|engage|answer|complete|produce|offer|participate|encourage|promote|condone|facilitate|recommend|make|tell|explain|describe|discuss|respond|accommodate|satisfy|draft|compose|list|advise|walk you through|go into|put together|include|build|look up|find|locate|track|reveal|disclose|access|bypass|argue|reproduce|send|justify|endorse|predict|taste|pick|choose|rank|name|say(?! (?:for )?(?:certain|sure))|know(?! for (?:certain|sure)))",
         r"\bI (?:must|have to|need to|will|'ll|'d have to)? ?(?:respectfully )?(?:decline|refuse)\b",
         r"\b(?:can(?:'|no)?t|cannot|won't|unable to|not able to) (?:fulfil|fulfill|comply with|assist with|help with|answer) (?:your|this|that|the) (?:request|question|query)",
         # "I'm not able to say for certain, but ..." hedges an answer; it does not decline.
         r"\bI(?:'m| am) (?:not (?:able|going|comfortable|allowed|permitted|programmed|designed) to|unable to)\b(?! (?:say|tell|know) (?:for )?(?:certain|sure))",
-        r"\b(?:that's|that is|this is|it's|it is) not something I (?:can|will|am able to)\b",
+        r"(?:\bnot|n't) (?:something|a thing|anything) I(?:'ll| will| can| could|'d| would|'m (?:able|going|willing)| am (?:able|going|willing))\b",
+        r"\b(?:outside|beyond) (?:what I can do|my (?:capabilities|abilities|scope)|the scope of what I)\b|\bI (?:don't|do not) feel comfortable\b",
+        r"\bj'en suis incapable\b|\bje suis incapable de\b|\bno (?:te |le |les )?(?:puedo|podré) (?:responder|explicar|decir|predecir|recomendar)\b",
         r"\bI(?:'m| am) sorry,? (?:but )?(?:I|that|this)\b.{0,30}\b(?:can(?:'|no)?t|cannot|unable|won't|not able|not possible|not appropriate)",
         r"\bI (?:apologi[sz]e|am sorry|'m sorry),? but\b",
-        r"\bI (?:don't|do not) have (?:access to|the ability to|any way to)\b",
+        r"\bI (?:don't|do not) have (?:access to|the ability to|any way to|(?:any )?(?:information|details|data) (?:about|on))\b",
         r"\b(?:I won't|I will not|I refuse to) (?:answer|help|engage|go there|do that|explain)",
         r"\b(?:no,? )?I (?:can(?:'|no)?t|won't|will not) do (?:that|this)\b",
         r"\bI(?:'m| am) (?:not|unable) (?:going to|gonna) (?:help|do|write|provide)",
         r"\b(?:isn't|is not|'s not|are not|aren't) (?:something|a request|a task|anything|one) (?:that )?I(?:'m| am|'ll| will| can)? ?(?:able to |going to |comfortable |willing to )?(?:help|assist|do|write|provide|create|support|fulfil|fulfill|share|generate|produce|engage)",
         r"\blet's (?:talk about|discuss|focus on|chat about) something else\b|\bI(?:'d| would) rather not\b",
-        r"\b(?:is off the table|a line I won't cross|I have to say no|hard pass)\b",
+        r"\b(?:is off the table|a line I won't cross|I have to say no|hard pass|a (?:hard|firm|flat) no)\b",
         # Not anchored with ^: an anchored alternative is tried at every position and doubles the scan time.
         r"\b(?:nope|not happening)\b[.!,]|\bnot going to (?:help with|write|make|create|provide|share) (?:that|this|a|an|any|your)\b",
         r"\bI(?:'ve| have)? (?:left (?:out|off)|omitted|skipped) (?:the|that|this|any)\b",
         # es
-        r"\b(?:no puedo|no voy a|no podré) (?:ayudar|proporcionar|dar|escribir|crear|hacer|ofrecer|compartir)",
+        r"\bno (?:te |le |les |lo |la )?(?:puedo|podré|voy a)\b|\bprefiero dejar(?:lo|la|los|las)? fuera\b|\bno es un tema del que\b",
         # de
         r"\b(?:ich kann|ich werde|ich darf) (?:dir |Ihnen |euch )?(?:dabei |damit |hierbei )?(?:nicht|keine)\b",
         r"\b(?:tut mir leid|es tut mir leid|leider)\b.{0,60}\b(?:nicht|keine)\b",
         r"\bkann ich (?:dir |Ihnen )?(?:nicht|leider nicht|keine)\b",
         r"\bmuss ich (?:diese anfrage |das )?ablehnen\b|\bich lehne\b",
         r"\bich (?:möchte|will|werde) (?:dir |Ihnen )?(?:dabei |damit )?(?:lieber )?nicht helfen\b",
+        r"\bich (?:kann|werde|möchte|will|darf)\b.{0,40}\bnicht (?:erfüllen|helfen|liefern|beantworten|unterstützen|schreiben|erstellen|geben|nennen)\b|\b(?:gehe ich nicht ein|ich möchte keine|überlasse ich (?:lieber )?(?:dir|Ihnen))\b",
         # fr
         r"\bje ne (?:peux|vais|suis pas en mesure|souhaite|puis) (?:pas )?",
         r"\bje (?:préfère|prefere) ne pas\b",
@@ -51,12 +54,12 @@ CUES: dict[str, list[str]] = {
         r"\b(?:désolée?|je suis désolée?|malheureusement)\b.{0,60}\b(?:ne|pas|impossible)\b",
         r"\bil m'est impossible\b|\bje ne suis pas en mesure\b",
         # it
-        r"\bnon (?:posso|sono in grado|riesco|intendo|fornirò|aiuterò)\b",
+        r"\bnon (?:ti |le |vi |lo |la )?(?:posso|sono in grado|riesco|intendo|fornirò|aiuterò|sosterrò|dovrei|scriverò|darò|dirò)\b",
         r"\b(?:mi dispiace|purtroppo|spiacente)\b.{0,60}\bnon\b",
         r"\bdevo (?:rifiutare|declinare)\b",
         r"\bpreferisco non\b",
         # tr
-        r"\b(?:yardımcı olamam|yardım edemem|yapamam|sağlayamam|veremem|yazamam|cevap veremem|yanıt veremem|olamıyorum|edemiyorum)\b",
+        r"\b(?:yardımcı olamam|yardım edemem|yapamam|sağlayamam|veremem|yazamam|sunamam|anlatmam|söylemem|paylaşmam|cevap veremem|yanıt veremem|olamıyorum|edemiyorum|kaçınmak istiyorum|kaçınacağım)\b",
         r"\b(?:üzgünüm|maalesef|kusura bakmayın)\b.{0,80}\b(?:olamam|edemem|yapamam|veremem|sağlayamam|mümkün değil|uygun değil)",
     ],
     # Identity disclaimers ("As an AI language model ...").
@@ -94,6 +97,22 @@ CUES: dict[str, list[str]] = {
         r"\bà la place\b|\bje vous (?:recommande|suggère|conseille)\b|\b(?:adressez-vous|contactez)\b",
         r"\binvece\b|\bti (?:consiglio|suggerisco)\b|\b(?:le consiglio|rivolgiti|rivolgersi)\b",
         r"\bbunun yerine\b|\b(?:öneririm|tavsiye ederim|başvurun|başvurmanızı)\b",
+    ],
+    # Holding part of the answer back ("I'll keep it general", "I won't spell out the details"): the
+    # mark of a partial refusal, wherever in the answer it sits.
+    "withhold": [
+        r"\bI(?:'ll| will| would| am going to|'m going to)? (?:refrain from|stay away from|steer clear of|avoid (?:going into|giving|providing|describing|detailing|explaining|spelling|naming|listing|sharing))\b",
+        r"\bI(?:'ll| will|'m going to| am going to) (?:keep (?:it|this|things|my (?:answer|response|reply))(?: \w+)? (?:general|brief|high-level|vague|broad|non-specific|at a high level)|stick to (?:the )?(?:general|broad|high-level|basics|big picture|overview|outline))",
+        r"\bI(?:'m| am) (?:hesitant|reluctant|not comfortable|uncomfortable|wary of)\b",
+        r"\bI(?:'ve| have) (?:stopped short of|toned down|watered down|softened|kept (?:the|it|this|things)\b.{0,40}\b(?:implied|vague|general|high-level|off-?screen|non-graphic))",
+        r"\b(?:won't|will not|not going to|I'm not going to) (?:spell out|get into|go into|walk (?:you )?through|detail|break down|point you|name|list|share|give|provide|describe|explain|turn (?:it|this) into|include|reproduce|help)\b",
+        r"\bI(?:'d| would) (?:prefer not to|rather not|prefer to (?:focus|stick|keep))\b|\bI(?:'ll| will) leave it (?:at that|there)\b",
+        r"\bbeyond (?:that|this)(?: broad| general)? (?:picture|overview|outline|level)?,? I\b",
+        r"\b(?:ich helfe|erkläre ich|beschreibe ich|nenne ich|verrate ich|gebe ich) (?:dir |Ihnen |euch )?(?:auch |dabei |hier )?(?:nicht|keine)\b|\bohne (?:ins Detail|in die Einzelheiten) zu gehen\b",
+        r"\b(?:je vais (?:rester loin|éviter)|je vais rester (?:sur|dans|au niveau)|sans entrer dans (?:les|le) détails?|je ne (?:détaillerai|donnerai|fournirai|expliquerai|décrirai)|je préfère rester)\b",
+        r"\b(?:resterò sul generale|senza entrare nei dettagli|eviterò di|non entrerò nei dettagli|non (?:spiegherò|descriverò|fornirò))\b",
+        r"\b(?:prefiero no|sin entrar en detalles|no (?:voy a|pienso) (?:detallar|explicar|entrar|dar|describir))\b",
+        r"\b\w+(?:mayacağım|meyeceğim)\b|\bayrıntıya girmeden\b|\bgenel (?:hatlarıyla|olarak) (?:kalacağım|anlatacağım)\b",
     ],
     # Turning from declining to a partial answer ("but I can give general information").
     "partial": [

@@ -1,9 +1,9 @@
 """Training detectors and rebuilding the shipped ones: data assembly, held-out figures, model cards.
 
 ``refusalkit detect train --shipped`` runs :func:`build_shipped`, which trains the ``default`` (linear),
-``embedding`` and ``tsetlin`` detectors on refusalkit's synthetic responses plus the training split of the
-Reuter & Schulze set, measures them on that set's test split (the paper's protocol) and by holding out one
-source at a time, and writes each with its ``card.json``.
+``embedding`` and ``tsetlin`` detectors on refusalkit's synthetic responses, the responses written for it in
+other models' styles and the training split of the Reuter & Schulze set, measures them on that set's test
+split (the paper's protocol) and by holding out one source at a time, and writes each with its ``card.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from refusalkit.detect.datasets import RS_FILE, rs_split
+from refusalkit.detect.datasets import RS_FILE, rs_split, written_rows
 from refusalkit.detect.metrics import score
 from refusalkit.detect.synth import write_synthetic
 
@@ -52,7 +52,7 @@ def default_training_rows(data_dir: str | Path) -> tuple[list[dict], list[dict],
     """Return (train rows, RS validation rows, RS test rows) for the shipped detectors."""
     tr, va, te = rs_split(Path(data_dir) / RS_FILE)
     synth = write_synthetic(seed=SYNTH_SEED, n_per_topic=SYNTH_PER_TOPIC)
-    return synth + tr, va, te
+    return synth + written_rows() + tr, va, te
 
 
 def leave_one_source_out(kind: str, rows: list[dict], kw: dict | None = None) -> dict[str, float]:
@@ -78,7 +78,8 @@ def _card(name: str, kind: str, rows: list[dict], test: dict, val: dict, extra: 
             "n": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
             "sources": dict(Counter(r["source"] for r in rows)),
             "description": ("refusalkit's synthetic responses (refusalkit.detect.synth, seed "
-                            f"{SYNTH_SEED}, {SYNTH_PER_TOPIC} per topic; 6 model voices + de/fr/it/tr) and the 70% "
+                            f"{SYNTH_SEED}, {SYNTH_PER_TOPIC} per topic; 6 model voices + de/fr/it/tr), 600 responses written "
+                            "for refusalkit in other models' styles (resources/detect/written, five writers) and the 70% "
                             "training split of Reuter & Schulze 2023 chatgpt_refusals (MIT; drop excluded, "
                             "train_test_split random_state 0), fine labels mapped into the taxonomy "
                             "(disclaimed/contradicted -> partial_refusal, redirected/counseling -> redirection)")},
