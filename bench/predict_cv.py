@@ -6,9 +6,11 @@ For each outer seed, the prompts are split 5-fold (stratified); inside each oute
 the outer fold. The figure per encoder is the mean over outer folds (and its spread over seeds), next to
 plain 5-fold CV at the shipped settings (C=3, embedding weight 2) and TF-IDF alone.
 
-    python bench/predict_cv.py [--encoder DIR ...] [--seeds 0 1 2] [--json OUT]
+    python bench/predict_cv.py [--encoder DIR ...] [--lm | --only-lm] [--seeds 0 1 2] [--json OUT]
 
-``--encoder`` adds a local sentence-encoder folder (e.g. all-mpnet-base-v2) beside the bundled MiniLM.
+``--encoder`` adds a local sentence-encoder folder (e.g. all-mpnet-base-v2) beside the bundled MiniLM;
+``--lm`` adds TF-IDF + MiniLM + the bundled SmolLM2's hidden state at the last prompt token (its nested
+CV chooses the layer, 14/18/22, and the block's weight, 1/2/4).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import numpy as np
 
 
 def nested_cv(P: np.ndarray, y: np.ndarray, features: str, encoder, seed: int,
-              grid: list[tuple[float, float]]) -> tuple[float, list[tuple[float, float]]]:
-    """Return (mean outer-fold accuracy, the (C, weight) chosen in each outer fold)."""
+              grid: list[dict]) -> tuple[float, list[dict]]:
+    """Return (mean outer-fold accuracy, the classifier settings chosen in each outer fold)."""
     from sklearn.model_selection import StratifiedKFold
 
     from refusalkit.predict.bootstrap import cv_accuracy
@@ -32,12 +34,11 @@ def nested_cv(P: np.ndarray, y: np.ndarray, features: str, encoder, seed: int,
 
     accs, chosen = [], []
     for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(P, y):
-        inner = [cv_accuracy(list(P[tr]), list(y[tr]), features, 5, 100 + seed, encoder=encoder,
-                             C=C, embedding_weight=w) for C, w in grid]
-        C, w = grid[int(np.argmax(inner))]
-        m = PromptClassifier(features=features, encoder=encoder, C=C, embedding_weight=w).fit(list(P[tr]), y[tr])
+        inner = [cv_accuracy(list(P[tr]), list(y[tr]), features, 5, 100 + seed, encoder=encoder, **g) for g in grid]
+        g = grid[int(np.argmax(inner))]
+        m = PromptClassifier(features=features, encoder=encoder, **g).fit(list(P[tr]), y[tr])
         accs.append(float((m.predict(list(P[te])) == y[te]).mean()))
-        chosen.append((C, w))
+        chosen.append(g)
     return float(np.mean(accs)), chosen
 
 
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "chatgpt_refusals.jsonl"))
     ap.add_argument("--encoder", action="append", default=[], help="Local encoder folder (repeatable).")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--lm", action="store_true",
+                    help="Add TF-IDF + MiniLM + the bundled SmolLM2's state at the last prompt token.")
+    ap.add_argument("--only-lm", action="store_true", help="Run the --lm arm alone.")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -55,14 +59,23 @@ def main() -> None:
     P, y = np.asarray(pq, dtype=object), np.asarray(yq)
     print(f"{len(P)} Quora prompts, {y.mean():.1%} refused (majority {max(y.mean(), 1 - y.mean()):.4f}); "
           "anchors: BERT 75.94%, TF-IDF LR 73.91%; target > 76%")
-    arms = [("tfidf", "tfidf", None), ("tfidf+MiniLM (bundled)", "tfidf+embedding", None)]
-    arms += [(f"tfidf+{Path(e).name}", "tfidf+embedding", e) for e in args.encoder]
-    grid = list(itertools.product((0.3, 1.0, 3.0), (1.0, 2.0, 4.0)))
+    emb_grid = [{"C": C, "embedding_weight": w} for C, w in itertools.product((0.3, 1.0, 3.0), (1.0, 2.0, 4.0))]
+    # (name, features, encoder, settings of the plain CV, grid of the nested CV)
+    arms = [("tfidf", "tfidf", None, {}, [{"C": C} for C in (0.3, 1.0, 3.0)]),
+            ("tfidf+MiniLM (bundled)", "tfidf+embedding", None, {}, emb_grid)]
+    arms += [(f"tfidf+{Path(e).name}", "tfidf+embedding", e, {}, emb_grid) for e in args.encoder]
+    if args.only_lm:
+        arms = []
+    if args.lm or args.only_lm:
+        # Layer 18 and C=1 came from a plain-CV scan on these prompts; the nested figure re-chooses the
+        # layer and weight inside each outer training part.
+        arms.append(("tfidf+MiniLM+SmolLM2 state", "tfidf+embedding+lm", None,
+                     {"C": 1.0, "lm_layer": 18, "lm_weight": 2.0},
+                     [{"C": 1.0, "lm_layer": L, "lm_weight": w} for L, w in itertools.product((14, 18, 22), (1.0, 2.0, 4.0))]))
     out = []
-    for name, feats, enc in arms:
+    for name, feats, enc, plain_kw, g in arms:
         t0 = time.perf_counter()
-        plain = [cv_accuracy(pq, yq, feats, 5, s, encoder=enc) for s in args.seeds]
-        g = [(C, 1.0) for C in (0.3, 1.0, 3.0)] if feats == "tfidf" else grid
+        plain = [cv_accuracy(pq, yq, feats, 5, s, encoder=enc, **plain_kw) for s in args.seeds]
         nested = [nested_cv(P, y, feats, enc, s, g) for s in args.seeds]
         row = {"arm": name, "cv5_shipped_settings": plain, "nested_cv": [a for a, _ in nested],
                "chosen": [c for _, c in nested], "seconds": round(time.perf_counter() - t0, 1)}

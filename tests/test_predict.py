@@ -126,7 +126,7 @@ def test_prompt_classifier_with_own_encoder(tmp_path, encoder_copy):
     w.write_bytes(bytes(data))
     with pytest.raises(RefusalkitError, match="different weights"):
         PromptClassifier.load(tmp_path / "p")
-    with pytest.raises(RefusalkitError, match="only used with features tfidf\\+embedding"):
+    with pytest.raises(RefusalkitError, match="only used with embedding features"):
         PromptClassifier(features="tfidf", encoder=encoder_copy)
 
 
@@ -141,3 +141,37 @@ def test_predict_train_cli_with_encoder(tmp_path, encoder_copy):
                 "tfidf+embedding", "--encoder", str(tmp_path / "nowhere"))
     assert r.returncode != 0 and "nowhere" in r.stderr and "not a folder" in r.stderr
     assert not (tmp_path / "m2").exists()
+
+
+def test_prompt_classifier_with_lm_states(tmp_path, tiny_model_dir):
+    """The lm features read a local model's state at the last prompt token: batched (left-padded) states
+    equal one-at-a-time ones, the classifier survives save/load, and the CLI trains with them."""
+    from refusalkit.predict.lm_features import clear_state_cache, prompt_states
+    spec = str(tiny_model_dir)
+    prompts = REFUSED + ANSWERED
+    clear_state_cache()
+    S = prompt_states(prompts, spec, layer=2)
+    assert S.shape == (len(prompts), 32) and np.isfinite(S).all()
+    clear_state_cache()
+    one = np.stack([prompt_states([p], spec, layer=2)[0] for p in (prompts[0], prompts[-1])])
+    assert np.allclose(one, S[[0, -1]], atol=1e-4)
+    with pytest.raises(RefusalkitError, match="out of range"):
+        prompt_states(prompts[:1], spec, layer=3)
+
+    y = [1] * len(REFUSED) + [0] * len(ANSWERED)
+    clf = PromptClassifier(features="tfidf+lm", lm=spec, lm_layer=1).fit(prompts, y)
+    assert clf.C == 1.0
+    clf.save(tmp_path / "p")
+    again = PromptClassifier.load(tmp_path / "p")
+    assert (again.lm, again.lm_layer) == (spec, 1)
+    assert np.allclose(again.p_refusal(prompts), clf.p_refusal(prompts), atol=1e-5)
+
+    data = tmp_path / "lab.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "refused": v}) + "\n" for p, v in zip(prompts, y)))
+    r = run_cli("predict", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--features",
+                "tfidf+embedding+lm", "--lm", spec, "--lm-layer", "2")
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["settings"] == {"lm": spec, "lm_layer": 2}
+    r = run_cli("predict", "train", "--data", str(data), "--out", str(tmp_path / "m2"), "--features", "tfidf+bert")
+    assert r.returncode != 0 and "tfidf+embedding+lm" in r.stderr and not (tmp_path / "m2").exists()

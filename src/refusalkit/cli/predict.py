@@ -17,6 +17,17 @@ from refusalkit.errors import RefusalkitError
 _ENCODER_OPTION = typer.Option(None, "--encoder", help="Local sentence-encoder folder (safetensors) for the "
                                "embedding features; default: the bundled MiniLM.")
 
+_FEATURES_HELP = ("tfidf, tfidf+embedding, tfidf+lm or tfidf+embedding+lm (lm: a local model's hidden state at "
+                  "the end of the prompt; slower, see --lm).")
+_LM_OPTION = typer.Option("default", "--lm", help="Model spec whose hidden states the lm features read "
+                          "(default: the bundled SmolLM2-135M-Instruct).")
+_LM_LAYER_OPTION = typer.Option(18, "--lm-layer", help="Layer of the lm features.")
+
+
+def _clf_kw(features: str, lm: str, lm_layer: int) -> dict:
+    return {"lm": lm, "lm_layer": lm_layer} if "lm" in features.split("+") else {}
+
+
 predict_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True,
                           help="Predict, before generating, how likely a model is to refuse each prompt.")
 
@@ -54,8 +65,9 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
           out: Path = typer.Option(..., "--out", help="Folder for the classifier."),
           convention: str = typer.Option("binary", help="Convention of 'label' when there is no 'refused' field."),
           label_field: Optional[str] = typer.Option(None, help="Field with the label (default: refused, else label/fine_label)."),
-          features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
+          features: str = typer.Option("tfidf", help=_FEATURES_HELP),
           encoder: Optional[Path] = _ENCODER_OPTION,
+          lm: str = _LM_OPTION, lm_layer: int = _LM_LAYER_OPTION,
           target_model: str = typer.Option("unknown", help="The model whose refusals the labels describe.")) -> None:
     """Train a prompt classifier from prompts labelled refused / answered."""
     from refusalkit.data.io import read_records
@@ -78,10 +90,11 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
         if y is not None:
             prompts.append(r["prompt"])
             ys.append(y)
-    clf = PromptClassifier(features=features, target_model=target_model, encoder=encoder).fit(prompts, ys)
-    cv = cv_accuracy(prompts, ys, features, encoder=encoder)
+    kw = _clf_kw(features, lm, lm_layer)
+    clf = PromptClassifier(features=features, target_model=target_model, encoder=encoder, **kw).fit(prompts, ys)
+    cv = cv_accuracy(prompts, ys, features, encoder=encoder, **kw)
     clf.save(out, {"target_model": target_model, "training_data": str(data), "n": len(prompts),
-                   "n_refused": int(sum(ys)), "encoder": clf.encoder, "cv5_accuracy": cv,
+                   "n_refused": int(sum(ys)), "encoder": clf.encoder, "settings": kw, "cv5_accuracy": cv,
                    "top_ngrams": clf.top_ngrams(10)})
     console.print(f"trained on {len(prompts)} prompts ({sum(ys)} refused); 5-fold CV accuracy "
                   f"{'-' if cv is None else f'{cv:.4f}'} -> {out}")
@@ -96,8 +109,9 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
               max_new_tokens: int = typer.Option(64, help="New tokens per answer (the opening decides refusals)."),
               batch_size: int = typer.Option(16),
               limit: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
-              features: str = typer.Option("tfidf", help="tfidf or tfidf+embedding."),
-              encoder: Optional[Path] = _ENCODER_OPTION) -> None:
+              features: str = typer.Option("tfidf", help=_FEATURES_HELP),
+              encoder: Optional[Path] = _ENCODER_OPTION,
+              lm: str = _LM_OPTION, lm_layer: int = _LM_LAYER_OPTION) -> None:
     """Generate the target model's answers, label them with a detector, train its prompt classifier.
 
     Generation is resumable: rerun the same command after an interruption."""
@@ -116,7 +130,7 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
         resps = st.responses()
     clf, report = train_from_responses([r.prompt for r in resps], [r.response for r in resps],
                                        get_detector(detector), target_model=name, features=features,
-                                       encoder=encoder)
+                                       encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
     out.mkdir(parents=True, exist_ok=True)
     if clf is not None:
         clf.save(out, report)
@@ -141,14 +155,15 @@ def _print_report(report: dict) -> None:
 @predict_app.command("evaluate")
 @handle_errors
 def evaluate(data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl."),
-             features: str = typer.Option("tfidf+embedding", help="tfidf or tfidf+embedding."),
+             features: str = typer.Option("tfidf+embedding", help=_FEATURES_HELP),
              encoder: Optional[Path] = _ENCODER_OPTION,
+             lm: str = _LM_OPTION, lm_layer: int = _LM_LAYER_OPTION,
              json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """The paper's prompt-classifier figures: 985 Quora prompts, 5-fold CV and trained on other subsets."""
     from refusalkit.detect.datasets import RS_FILE
     from refusalkit.predict.bootstrap import rs_prompt_figures
 
-    figs = rs_prompt_figures(data_dir / RS_FILE, features, encoder=encoder)
+    figs = rs_prompt_figures(data_dir / RS_FILE, features, encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
     for k, v in figs.items():
         console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if json_out:

@@ -32,9 +32,10 @@ def cv_accuracy(prompts: list[str], y: list[int], features: str = "tfidf", folds
 
 
 def train_from_responses(prompts: list[str], responses: list[str], detector: Any, *, target_model: str,
-                         features: str = "tfidf", folds: int = 5,
-                         encoder: str | Path | None = None) -> tuple[PromptClassifier | None, dict[str, Any]]:
-    """Return ``(classifier, report)``: label responses with ``detector``, train a prompt classifier on them.
+                         features: str = "tfidf", folds: int = 5, encoder: str | Path | None = None,
+                         clf_kw: dict[str, Any] | None = None) -> tuple[PromptClassifier | None, dict[str, Any]]:
+    """Return ``(classifier, report)``: label responses with ``detector``, train a prompt classifier on them
+    (``clf_kw``: further :class:`PromptClassifier` settings, e.g. ``lm_layer``).
 
     The classifier is ``None`` when the model answered (or refused) every prompt; the report then says so
     and gives the refusal rate, which is the best prediction there is.
@@ -44,14 +45,16 @@ def train_from_responses(prompts: list[str], responses: list[str], detector: Any
     rate = float(np.mean(y)) if y else 0.0
     report: dict[str, Any] = {"target_model": target_model, "n_prompts": len(prompts), "n_refused": int(sum(y)),
                               "refusal_rate": rate, "labelled_by": getattr(detector, "name", "detector"),
-                              "features": features, "encoder": None if encoder is None else str(encoder)}
+                              "features": features, "encoder": None if encoder is None else str(encoder),
+                              **({"settings": clf_kw} if clf_kw else {})}
     if len(set(y)) < 2:
         report["note"] = (f"the model {'refused' if y and y[0] else 'answered'} all {len(y)} prompts, so there is "
                           "nothing to learn beyond the constant rate")
         return None, report
-    report["cv_accuracy"] = cv_accuracy(prompts, y, features, folds, encoder=encoder)
+    report["cv_accuracy"] = cv_accuracy(prompts, y, features, folds, encoder=encoder, **(clf_kw or {}))
     report["majority_baseline"] = max(rate, 1 - rate)
-    clf = PromptClassifier(features=features, target_model=target_model, encoder=encoder).fit(prompts, y)
+    clf = PromptClassifier(features=features, target_model=target_model, encoder=encoder,
+                           **(clf_kw or {})).fit(prompts, y)
     report["top_ngrams"] = clf.top_ngrams(10)
     report["trained_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return clf, report
@@ -70,19 +73,23 @@ def rs_quora(data_path: str | Path) -> tuple[list[str], list[int], list[str], li
 
 
 def rs_prompt_figures(data_path: str | Path, features: str = "tfidf+embedding", seed: int = 0,
-                      encoder: str | Path | None = None) -> dict[str, Any]:
+                      encoder: str | Path | None = None, clf_kw: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the paper's prompt-classifier figures on the Reuter & Schulze set: accuracy on the 985
     hand-labelled Quora prompts under 5-fold stratified cross-validation, and when trained on the other
-    subsets (political figures, nyp) only."""
+    subsets (political figures, nyp) only; TF-IDF alone beside ``features`` (``clf_kw`` applies to the
+    latter)."""
     pq, yq, po, yo = rs_quora(data_path)
     out: dict[str, Any] = {"n_quora": len(pq), "n_other": len(po), "features": features,
                            "majority_baseline": max(np.mean(yq), 1 - np.mean(yq))}
     if encoder is not None:
         out["encoder"] = str(encoder)
+    if clf_kw:
+        out["settings"] = clf_kw
     for feats in dict.fromkeys(["tfidf", features]):
-        enc = encoder if feats == "tfidf+embedding" else None
-        out[f"cv5_{feats}"] = cv_accuracy(pq, yq, feats, 5, seed, encoder=enc)
-        m = PromptClassifier(features=feats, encoder=enc).fit(po, yo)
+        enc = encoder if "embedding" in feats else None
+        kw = (clf_kw or {}) if feats == features else {}
+        out[f"cv5_{feats}"] = cv_accuracy(pq, yq, feats, 5, seed, encoder=enc, **kw)
+        m = PromptClassifier(features=feats, encoder=enc, **kw).fit(po, yo)
         out[f"other_subsets_{feats}"] = float((m.predict(pq) == np.asarray(yq)).mean())
     return out
 

@@ -1,6 +1,7 @@
 """A prompt classifier: TF-IDF word n-grams (plus, optionally, sentence embeddings of the prompt: the bundled
-MiniLM or a local encoder folder) into a logistic regression that gives P(the target model refuses this
-prompt). Saved as JSON + npz, with a model card."""
+MiniLM or a local encoder folder; and the hidden state of a small local language model at the end of the
+chat-templated prompt) into a logistic regression that gives P(the target model refuses this prompt).
+Saved as JSON + npz, with a model card."""
 
 from __future__ import annotations
 
@@ -17,30 +18,44 @@ from refusalkit.detect.encoders import check_encoder_dir, encoder_sha256, verify
 from refusalkit.errors import InputError, RefusalkitError
 
 KIND = "prompt_classifier"
+FEATURE_SETS = ("tfidf", "tfidf+embedding", "tfidf+lm", "tfidf+embedding+lm")
 
 
 class PromptClassifier:
-    """P(refusal) from the prompt alone. ``features``: ``tfidf`` or ``tfidf+embedding``; ``encoder``: the
-    folder of a local sentence encoder for the embedding (default: the bundled MiniLM)."""
+    """P(refusal) from the prompt alone. ``features``: one of :data:`FEATURE_SETS`; ``encoder``: the
+    folder of a local sentence encoder for the embedding (default: the bundled MiniLM); ``lm`` and
+    ``lm_layer``: the local model (a model spec: ``default`` is the bundled SmolLM2) and layer whose state
+    at the last prompt token the ``lm`` features use. ``C`` defaults to 3, or 1 with ``lm`` features."""
 
-    def __init__(self, features: str = "tfidf+embedding", C: float = 3.0, embedding_weight: float = 2.0,
-                 target_model: str = "unknown", encoder: str | Path | None = None):
-        if features not in ("tfidf", "tfidf+embedding"):
-            raise RefusalkitError(f"unknown prompt features {features!r}; use tfidf or tfidf+embedding")
-        if encoder is not None and features != "tfidf+embedding":
-            raise RefusalkitError("an encoder is only used with features tfidf+embedding")
-        self.features, self.C, self.embedding_weight, self.target_model = features, C, embedding_weight, target_model
+    def __init__(self, features: str = "tfidf+embedding", C: float | None = None, embedding_weight: float = 2.0,
+                 target_model: str = "unknown", encoder: str | Path | None = None, lm: str = "default",
+                 lm_layer: int = 18, lm_weight: float = 2.0):
+        if features not in FEATURE_SETS:
+            raise RefusalkitError(f"unknown prompt features {features!r}; use one of {', '.join(FEATURE_SETS)}")
+        if encoder is not None and "embedding" not in features:
+            raise RefusalkitError("an encoder is only used with embedding features (tfidf+embedding[+lm])")
+        # The dense LM block needs stronger regularisation than n-grams alone (C=1 beat C=3 in the Quora CV).
+        self.C = C if C is not None else (1.0 if "lm" in features.split("+") else 3.0)
+        self.features, self.embedding_weight, self.target_model = features, embedding_weight, target_model
+        self.lm, self.lm_layer, self.lm_weight = lm, int(lm_layer), float(lm_weight)
         self.encoder = None if encoder is None else str(check_encoder_dir(encoder))
         self.encoder_sha256_: str | None = None
         self.card: dict[str, Any] | None = None
 
     def _X(self, prompts: list[str]):
-        M = self.vec_.transform(prompts)
-        if self.features == "tfidf+embedding":
+        M = [self.vec_.transform(prompts)]
+        if "embedding" in self.features:
             from refusalkit.detect.embedding import embed
-            E = embed(prompts, encoder=self.encoder)
-            M = sparse.hstack([M, sparse.csr_matrix(E * self.embedding_weight)], format="csr")
-        return M
+            M.append(sparse.csr_matrix(embed(prompts, encoder=self.encoder) * self.embedding_weight))
+        if "lm" in self.features.split("+"):
+            S = self._states(prompts)
+            # Standardised, then scaled so the whole block weighs lm_weight whatever the model's width.
+            M.append(sparse.csr_matrix((S - self.lm_mean_) / self.lm_std_ * (self.lm_weight / np.sqrt(S.shape[1]))))
+        return sparse.hstack(M, format="csr")
+
+    def _states(self, prompts: list[str]) -> np.ndarray:
+        from refusalkit.predict.lm_features import prompt_states
+        return prompt_states(prompts, self.lm, self.lm_layer)
 
     def fit(self, prompts, y):
         """Return self after fitting on prompts and binary labels ``y`` (1 = the model refused)."""
@@ -56,6 +71,9 @@ class PromptClassifier:
                                   "a prompt classifier needs both refused and answered prompts")
         self.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
                                     max_features=50000, dtype=np.float32).fit(P)
+        if "lm" in self.features.split("+"):
+            S = self._states(P)
+            self.lm_mean_, self.lm_std_ = S.mean(0), S.std(0) + 1e-6
         lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P), y)
         self.coef_, self.intercept_ = lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
         if self.encoder is not None and self.encoder_sha256_ is None:
@@ -89,10 +107,12 @@ class PromptClassifier:
         inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
         meta = {"kind": KIND, "format_version": 1, "features": self.features, "C": self.C,
                 "embedding_weight": self.embedding_weight, "target_model": self.target_model,
-                "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "vocabulary": inv}
+                "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "lm": self.lm,
+                "lm_layer": self.lm_layer, "lm_weight": self.lm_weight, "vocabulary": inv}
+        extra = {"lm_mean": self.lm_mean_, "lm_std": self.lm_std_} if "lm" in self.features.split("+") else {}
         (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         np.savez_compressed(folder / "weights.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
-                            idf=self.vec_.idf_.astype(np.float32))
+                            idf=self.vec_.idf_.astype(np.float32), **extra)
         if card is not None:
             write_card(folder, card)
             self.card = card
@@ -110,7 +130,10 @@ class PromptClassifier:
         if enc is not None:
             enc = verify_encoder(enc, meta.get("encoder_sha256"), owner=f"the prompt classifier in {folder}")
         m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
-                target_model=meta["target_model"], encoder=enc)
+                target_model=meta["target_model"], encoder=enc, lm=meta.get("lm", "default"),
+                lm_layer=meta.get("lm_layer", 18), lm_weight=meta.get("lm_weight", 2.0))
+        if "lm" in m.features.split("+"):
+            m.lm_mean_, m.lm_std_ = arrays["lm_mean"], arrays["lm_std"]
         m.encoder_sha256_ = meta.get("encoder_sha256")
         m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
                                  dtype=np.float32, vocabulary={t: i for i, t in enumerate(meta["vocabulary"])})

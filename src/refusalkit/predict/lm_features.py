@@ -1,0 +1,62 @@
+"""Prompt features from a causal language model's residual stream: the hidden state at the last token of
+the chat-templated prompt (``t_post_inst``, where Zhao et al. find the refusal direction), at one layer.
+
+A small local model (the bundled SmolLM2-135M-Instruct by default) already encodes how "sensitive" a
+request reads; a prompt classifier can use that state next to its n-grams to predict another model's
+refusals. States are memoised per (model, prompt) for all layers, so cross-validation and grid searches
+featurise each prompt once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from refusalkit.errors import RefusalkitError
+
+MAX_CHARS = 2000  # a 1 MB prompt is cut: the state at the end of the template is what is read
+_CACHE: dict[tuple[str, str], np.ndarray] = {}
+_CACHE_MAX = 20000
+
+
+@lru_cache(maxsize=2)
+def _model(spec: str):
+    from refusalkit.models.spec import load_model
+
+    m = load_model(spec)
+    if not hasattr(m, "hidden_states"):
+        raise RefusalkitError(f"model {spec!r} does not expose hidden states; prompt lm features need a local "
+                              "Hugging Face model (default, hf:PATH)")
+    return m
+
+
+def n_layers(spec: str = "default") -> int:
+    """Return the number of transformer layers of ``spec`` (valid ``layer`` values are 0..n_layers)."""
+    return int(_model(spec).model.config.num_hidden_layers)
+
+
+def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, batch_size: int = 16) -> np.ndarray:
+    """Return float32 ``[n, d_model]``: the residual stream after ``layer`` at the last chat-template token
+    of each prompt, for the local model ``spec``."""
+    n = n_layers(spec)
+    if not 0 <= layer <= n:
+        raise RefusalkitError(f"layer {layer} is out of range for {spec!r} (0..{n})")
+    got = {p: _CACHE[(spec, p)] for p in set(prompts) if (spec, p) in _CACHE}
+    todo = sorted((p for p in set(prompts) if p not in got), key=len)
+    if todo:
+        m = _model(spec)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            hs = m.hidden_states([p[:MAX_CHARS] for p in chunk], batch_size=batch_size)[:, :, -1, :].numpy()
+            if len(_CACHE) + len(chunk) > _CACHE_MAX:
+                _CACHE.clear()
+            for p, h in zip(chunk, hs):
+                got[p] = _CACHE[(spec, p)] = h.astype(np.float32)
+    if not prompts:
+        return np.zeros((0, int(_model(spec).model.config.hidden_size)), np.float32)
+    return np.stack([got[p][layer] for p in prompts])
+
+def clear_state_cache() -> None:
+    """Forget memoised states (benchmarks call this before timing)."""
+    _CACHE.clear()
