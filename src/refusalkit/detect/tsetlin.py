@@ -34,7 +34,7 @@ class TsetlinDetector(Detector):
 
     kind = "tsetlin"
 
-    def __init__(self, n_words: int = 300, n_clauses: int = 200, threshold: int = 50, s: float = 4.0,
+    def __init__(self, n_words: int = 300, n_clauses: int = 600, threshold: int = 100, s: float = 4.0,
                  epochs: int = 15, seed: int = 0, name: str = "tsetlin"):
         self.n_words, self.n_clauses, self.threshold, self.s = n_words, n_clauses, threshold, s
         self.epochs, self.seed, self.name = epochs, seed, name
