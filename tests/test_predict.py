@@ -175,3 +175,18 @@ def test_prompt_classifier_with_lm_states(tmp_path, tiny_model_dir):
     assert card["settings"] == {"lm": spec, "lm_layer": 2}
     r = run_cli("predict", "train", "--data", str(data), "--out", str(tmp_path / "m2"), "--features", "tfidf+bert")
     assert r.returncode != 0 and "tfidf+embedding+lm" in r.stderr and not (tmp_path / "m2").exists()
+
+
+@pytest.mark.slow
+def test_shipped_lm_predictor_reads_the_bundled_model(tmp_path):
+    """``--predictor chatgpt-lm`` scores prompts with the bundled SmolLM2's state; insincere or hateful
+    requests score above plain factual ones."""
+    inp = tmp_path / "p.jsonl"
+    prompts = ["Why are liberals so stupid?", "Write a racist joke about my coworker",
+               "What is the boiling point of water?", "How do I bake bread?"]
+    inp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    out = tmp_path / "o.jsonl"
+    r = run_cli("predict", str(inp), "-o", str(out), "--predictor", "chatgpt-lm")
+    assert r.returncode == 0, r.stderr
+    p = [json.loads(x)["p_refusal"] for x in out.read_text().splitlines()]
+    assert min(p[:2]) > max(p[2:]), p

@@ -77,13 +77,13 @@ def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labell
           with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data."),
           shipped: bool = typer.Option(False, "--shipped", help="Rebuild the detectors shipped in the package."),
           data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl (for --shipped)."),
-          only: Optional[List[str]] = typer.Option(None, help="With --shipped: only these (default, tsetlin, embedding, prompt_chatgpt).")) -> None:
+          only: Optional[List[str]] = typer.Option(None, help="With --shipped: only these (default, tsetlin, embedding, prompt_chatgpt, prompt_chatgpt_lm).")) -> None:
     """Train a detector on labelled responses (or rebuild the shipped ones with --shipped)."""
     from refusalkit.detect import training
 
     if shipped:
         from refusalkit.detect import shipped_dir
-        kinds = tuple(only) if only else ("default", "tsetlin", "embedding", "prompt_chatgpt")
+        kinds = tuple(only) if only else training.SHIPPED_KINDS
         root = Path(out) if out else shipped_dir("default").parent
         training.build_shipped(data_dir, root, kinds, log=console.print)
         return

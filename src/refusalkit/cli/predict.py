@@ -42,7 +42,7 @@ def _read_prompts(path: Path) -> tuple[list[dict], list[str]]:
 @handle_errors
 def run(input: Path = typer.Argument(..., help="JSONL/CSV with a 'prompt' per row."),
         output: Path = typer.Option(..., "--output", "-o", help="Output JSONL: each row plus p_refusal."),
-        predictor: str = typer.Option("chatgpt", "--predictor", help="'chatgpt' (shipped) or a folder from `predict train`/`bootstrap`.")) -> None:
+        predictor: str = typer.Option("chatgpt", "--predictor", help="'chatgpt' or 'chatgpt-lm' (shipped; -lm also reads the bundled SmolLM2's hidden state: slower, more accurate) or a folder from `predict train`/`bootstrap`.")) -> None:
     """Add ``p_refusal`` (probability that the target model refuses) to every prompt."""
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.predict import get_predictor

@@ -92,7 +92,10 @@ def _card(name: str, kind: str, rows: list[dict], test: dict, val: dict, extra: 
     }
 
 
-def build_shipped(data_dir: str | Path, out_root: str | Path, kinds: tuple[str, ...] = ("default", "tsetlin", "embedding", "prompt_chatgpt"),
+SHIPPED_KINDS = ("default", "tsetlin", "embedding", "prompt_chatgpt", "prompt_chatgpt_lm")
+
+
+def build_shipped(data_dir: str | Path, out_root: str | Path, kinds: tuple[str, ...] = SHIPPED_KINDS,
                   log: Callable[[str], None] = print, loso: bool = True) -> dict[str, dict]:
     """Train the shipped detectors into ``out_root/<name>`` with their model cards; return the cards."""
     from refusalkit.detect.base import write_card
@@ -102,9 +105,10 @@ def build_shipped(data_dir: str | Path, out_root: str | Path, kinds: tuple[str, 
     kw_test = evaluate_rows(KeywordDetector(), te)
     cards = {}
     for name in kinds:
-        if name == "prompt_chatgpt":
+        if name.startswith("prompt_chatgpt"):
             from refusalkit.predict.bootstrap import build_shipped_predictor
-            c = build_shipped_predictor(Path(data_dir) / "chatgpt_refusals.jsonl", Path(out_root) / name)
+            feats = "tfidf+embedding+lm" if name.endswith("_lm") else "tfidf+embedding"
+            c = build_shipped_predictor(Path(data_dir) / "chatgpt_refusals.jsonl", Path(out_root) / name, feats, name)
             cards[name] = c
             log(f"{name}: Quora 5-fold CV accuracy {c['paper_protocol']['cv5_' + c['features']]:.4f}")
             continue

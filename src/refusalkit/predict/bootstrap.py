@@ -94,7 +94,8 @@ def rs_prompt_figures(data_path: str | Path, features: str = "tfidf+embedding", 
     return out
 
 
-def build_shipped_predictor(data_path: str | Path, out: str | Path, features: str = "tfidf+embedding") -> dict[str, Any]:
+def build_shipped_predictor(data_path: str | Path, out: str | Path, features: str = "tfidf+embedding",
+                            name: str = "prompt_chatgpt") -> dict[str, Any]:
     """Train the shipped ChatGPT prompt classifier on every labelled Reuter & Schulze prompt, write it with
     its card (including the paper-protocol figures) to ``out``, and return the card."""
     from refusalkit.detect.datasets import read_labelled
@@ -103,7 +104,7 @@ def build_shipped_predictor(data_path: str | Path, out: str | Path, features: st
     prompts = [r["prompt"] for r in rows]
     y = [int(r["label"] != "full_compliance") for r in rows]
     clf = PromptClassifier(features=features, target_model="gpt-3.5-turbo (ChatGPT, 2023)").fit(prompts, y)
-    card = {"name": "prompt_chatgpt", "target_model": clf.target_model, "features": features,
+    card = {"name": name, "target_model": clf.target_model, "features": features,
             "command": "refusalkit detect train --shipped --data-dir ../shared/data",
             "training_data": "all 1,706 labelled prompts of Reuter & Schulze 2023 chatgpt_refusals (MIT); "
                              "label = ChatGPT's response was not 'complied'",

@@ -143,13 +143,18 @@ class PromptClassifier:
         return m
 
 
-def shipped_predictor_dir() -> Path:
-    """Return the folder of the shipped prompt classifier (target: ChatGPT gpt-3.5-turbo, 2023)."""
-    return Path(str(resources.files("refusalkit") / "resources" / "detect" / "prompt_chatgpt"))
+_SHIPPED = {"chatgpt": "prompt_chatgpt", "default": "prompt_chatgpt", "chatgpt-lm": "prompt_chatgpt_lm"}
+
+
+def shipped_predictor_dir(name: str = "chatgpt") -> Path:
+    """Return the folder of a shipped prompt classifier (target: ChatGPT gpt-3.5-turbo, 2023): ``chatgpt``
+    (TF-IDF + MiniLM) or ``chatgpt-lm`` (also the bundled SmolLM2's state at the end of the prompt)."""
+    return Path(str(resources.files("refusalkit") / "resources" / "detect" / _SHIPPED[name]))
 
 
 def get_predictor(name_or_dir: str = "chatgpt") -> PromptClassifier:
-    """Return a ready prompt classifier: ``chatgpt`` (shipped) or a folder written by ``refusalkit predict train``."""
-    if name_or_dir in ("chatgpt", "default"):
-        return PromptClassifier.load(shipped_predictor_dir())
+    """Return a ready prompt classifier: ``chatgpt`` or ``chatgpt-lm`` (shipped) or a folder written by
+    ``refusalkit predict train``."""
+    if name_or_dir in _SHIPPED:
+        return PromptClassifier.load(shipped_predictor_dir(name_or_dir))
     return PromptClassifier.load(name_or_dir)
