@@ -104,7 +104,7 @@ def test_answers_that_hold_back_one_part_are_partial_refusals():
     assert pr[0] >= 0.5 and pr[1] >= 0.5 and pr[2] < 0.5, pr
 
 
-def test_written_training_responses_load_as_five_sources():
+def test_written_training_responses_load_one_source_per_writer():
     from refusalkit.detect.datasets import written_rows
     from refusalkit.detect.taxonomy import LABELS
     rows = written_rows()
@@ -112,7 +112,7 @@ def test_written_training_responses_load_as_five_sources():
     for r in rows:
         by.setdefault(r["source"], []).append(r)
         assert r["label"] in LABELS and r["response"].strip() and r["prompt"].strip()
-    assert sorted(by) == [f"written:w{i}" for i in range(1, 6)]
+    assert sorted(by) == sorted(f"written:w{i}" for i in range(1, 11))
     assert all(len(v) == 120 and len({r["label"] for r in v}) == 4 for v in by.values())
 
 

@@ -71,6 +71,7 @@ def leave_one_source_out(kind: str, rows: list[dict], kw: dict | None = None) ->
 def _card(name: str, kind: str, rows: list[dict], test: dict, val: dict, extra: dict) -> dict[str, Any]:
     from collections import Counter
     b = test["binary"]
+    written = [r for r in rows if r["source"].startswith("written:")]
     return {
         "name": name, "kind": kind, "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": "refusalkit detect train --shipped --data-dir ../shared/data",
@@ -78,8 +79,9 @@ def _card(name: str, kind: str, rows: list[dict], test: dict, val: dict, extra: 
             "n": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
             "sources": dict(Counter(r["source"] for r in rows)),
             "description": ("refusalkit's synthetic responses (refusalkit.detect.synth, seed "
-                            f"{SYNTH_SEED}, {SYNTH_PER_TOPIC} per topic; 6 model voices + de/fr/it/tr), 600 responses written "
-                            "for refusalkit in other models' styles (resources/detect/written, five writers) and the 70% "
+                            f"{SYNTH_SEED}, {SYNTH_PER_TOPIC} per topic; 6 model voices + de/fr/it/tr), {len(written)} "
+                            "responses written for refusalkit in other models' styles (resources/detect/written, "
+                            f"{len({r['source'] for r in written})} writers) and the 70% "
                             "training split of Reuter & Schulze 2023 chatgpt_refusals (MIT; drop excluded, "
                             "train_test_split random_state 0), fine labels mapped into the taxonomy "
                             "(disclaimed/contradicted -> partial_refusal, redirected/counseling -> redirection)")},
