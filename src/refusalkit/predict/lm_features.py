@@ -17,7 +17,8 @@ from refusalkit.errors import RefusalkitError
 
 MAX_CHARS = 2000  # a 1 MB prompt is cut: the state at the end of the template is what is read
 _CACHE: dict[tuple[str, str], np.ndarray] = {}
-_CACHE_MAX = 20000
+# Every layer is kept (about 70 KB a prompt for SmolLM2), so a layer search featurises once; bounded.
+_CACHE_MAX = 4000
 
 
 @lru_cache(maxsize=2)
@@ -27,7 +28,7 @@ def _model(spec: str):
     m = load_model(spec)
     if not hasattr(m, "hidden_states"):
         raise RefusalkitError(f"model {spec!r} does not expose hidden states; prompt lm features need a local "
-                              "Hugging Face model (default, hf:PATH)")
+                              "Hugging Face model ('default' or a model folder)")
     return m
 
 
@@ -57,6 +58,7 @@ def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, ba
         return np.zeros((0, int(_model(spec).model.config.hidden_size)), np.float32)
     return np.stack([got[p][layer] for p in prompts])
 
+
 def clear_state_cache() -> None:
-    """Forget memoised states (benchmarks call this before timing)."""
+    """Forget memoised states (tests call this to compare batched and one-at-a-time states)."""
     _CACHE.clear()

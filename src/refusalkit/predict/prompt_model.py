@@ -47,11 +47,16 @@ class PromptClassifier:
         if "embedding" in self.features:
             from refusalkit.detect.embedding import embed
             M.append(sparse.csr_matrix(embed(prompts, encoder=self.encoder) * self.embedding_weight))
-        if "lm" in self.features.split("+"):
+        if self.uses_lm:
             S = self._states(prompts)
             # Standardised, then scaled so the whole block weighs lm_weight whatever the model's width.
             M.append(sparse.csr_matrix((S - self.lm_mean_) / self.lm_std_ * (self.lm_weight / np.sqrt(S.shape[1]))))
         return sparse.hstack(M, format="csr")
+
+    @property
+    def uses_lm(self) -> bool:
+        """Return whether the features include a language model's hidden state."""
+        return "lm" in self.features.split("+")
 
     def _states(self, prompts: list[str]) -> np.ndarray:
         from refusalkit.predict.lm_features import prompt_states
@@ -71,7 +76,7 @@ class PromptClassifier:
                                   "a prompt classifier needs both refused and answered prompts")
         self.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
                                     max_features=50000, dtype=np.float32).fit(P)
-        if "lm" in self.features.split("+"):
+        if self.uses_lm:
             S = self._states(P)
             self.lm_mean_, self.lm_std_ = S.mean(0), S.std(0) + 1e-6
         lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P), y)
@@ -109,7 +114,7 @@ class PromptClassifier:
                 "embedding_weight": self.embedding_weight, "target_model": self.target_model,
                 "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "lm": self.lm,
                 "lm_layer": self.lm_layer, "lm_weight": self.lm_weight, "vocabulary": inv}
-        extra = {"lm_mean": self.lm_mean_, "lm_std": self.lm_std_} if "lm" in self.features.split("+") else {}
+        extra = {"lm_mean": self.lm_mean_, "lm_std": self.lm_std_} if self.uses_lm else {}
         (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         np.savez_compressed(folder / "weights.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
                             idf=self.vec_.idf_.astype(np.float32), **extra)
@@ -132,7 +137,7 @@ class PromptClassifier:
         m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
                 target_model=meta["target_model"], encoder=enc, lm=meta.get("lm", "default"),
                 lm_layer=meta.get("lm_layer", 18), lm_weight=meta.get("lm_weight", 2.0))
-        if "lm" in m.features.split("+"):
+        if m.uses_lm:
             m.lm_mean_, m.lm_std_ = arrays["lm_mean"], arrays["lm_std"]
         m.encoder_sha256_ = meta.get("encoder_sha256")
         m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
