@@ -25,7 +25,7 @@ CUES: dict[str, list[str]] = {
         r"\bI(?:'m| am) (?:not (?:able|going|comfortable|allowed|permitted|programmed|designed) to|unable to)\b(?! (?:say|tell|know) (?:for )?(?:certain|sure))",
         r"(?:\bnot|n't) (?:something|a thing|anything) I(?:'ll| will| can| could|'d| would|'m (?:able|going|willing)| am (?:able|going|willing))\b",
         r"\b(?:outside|beyond) (?:what I can do|my (?:capabilities|abilities|scope)|the scope of what I)\b|\bI (?:don't|do not) feel comfortable\b",
-        r"\bj'en suis incapable\b|\bje suis incapable de\b|\bno (?:te |le |les )?(?:puedo|podré) (?:responder|explicar|decir|predecir|recomendar)\b",
+        r"\bj'en suis incapable\b|\bje suis incapable de\b",
         r"\bI(?:'m| am) sorry,? (?:but )?(?:I|that|this)\b.{0,30}\b(?:can(?:'|no)?t|cannot|unable|won't|not able|not possible|not appropriate)",
         r"\bI (?:apologi[sz]e|am sorry|'m sorry),? but\b",
         r"\bI (?:don't|do not) have (?:access to|the ability to|any way to|(?:any )?(?:information|details|data) (?:about|on))\b",

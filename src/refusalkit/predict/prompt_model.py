@@ -42,13 +42,13 @@ class PromptClassifier:
         self.encoder_sha256_: str | None = None
         self.card: dict[str, Any] | None = None
 
-    def _X(self, prompts: list[str]):
+    def _X(self, prompts: list[str], states: np.ndarray | None = None):
         M = [self.vec_.transform(prompts)]
         if "embedding" in self.features:
             from refusalkit.detect.embedding import embed
             M.append(sparse.csr_matrix(embed(prompts, encoder=self.encoder) * self.embedding_weight))
         if self.uses_lm:
-            S = self._states(prompts)
+            S = self._states(prompts) if states is None else states
             # Standardised, then scaled so the whole block weighs lm_weight whatever the model's width.
             M.append(sparse.csr_matrix((S - self.lm_mean_) / self.lm_std_ * (self.lm_weight / np.sqrt(S.shape[1]))))
         return sparse.hstack(M, format="csr")
@@ -76,10 +76,12 @@ class PromptClassifier:
                                   "a prompt classifier needs both refused and answered prompts")
         self.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
                                     max_features=50000, dtype=np.float32).fit(P)
+        S = None
         if self.uses_lm:
+            # Computed once here and passed on: past the state memo's bound a second call would recompute.
             S = self._states(P)
             self.lm_mean_, self.lm_std_ = S.mean(0), S.std(0) + 1e-6
-        lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P), y)
+        lr = LogisticRegression(C=self.C, max_iter=3000).fit(self._X(P, S), y)
         self.coef_, self.intercept_ = lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
         if self.encoder is not None and self.encoder_sha256_ is None:
             self.encoder_sha256_ = encoder_sha256(self.encoder)
