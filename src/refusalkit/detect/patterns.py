@@ -106,7 +106,7 @@ CUES: dict[str, list[str]] = {
         r"\bI(?:'m| am) (?:hesitant|reluctant|not comfortable|uncomfortable|wary of)\b",
         r"\bI(?:'ve| have) (?:stopped short of|toned down|watered down|softened|kept (?:the|it|this|things)\b.{0,40}\b(?:implied|vague|general|high-level|off-?screen|non-graphic))",
         r"\b(?:won't|will not|not going to|I'm not going to) (?:spell out|get into|go into|walk (?:you )?through|detail|break down|point you|name|list|share|give|provide|describe|explain|turn (?:it|this) into|include|reproduce|help)\b",
-        r"\bI(?:'d| would) (?:prefer not to|rather not|prefer to (?:focus|stick|keep))\b|\bI(?:'ll| will) leave it (?:at that|there)\b",
+        r"\bI(?:'d| would) (?:prefer not to|prefer to (?:focus|stick|keep))\b|\bI(?:'ll| will) leave it (?:at that|there)\b",
         r"\bbeyond (?:that|this)(?: broad| general)? (?:picture|overview|outline|level)?,? I\b",
         r"\b(?:ich helfe|erkläre ich|beschreibe ich|nenne ich|verrate ich|gebe ich) (?:dir |Ihnen |euch )?(?:auch |dabei |hier )?(?:nicht|keine)\b|\bohne (?:ins Detail|in die Einzelheiten) zu gehen\b",
         r"\b(?:je vais (?:rester loin|éviter)|je vais rester (?:sur|dans|au niveau)|sans entrer dans (?:les|le) détails?|je ne (?:détaillerai|donnerai|fournirai|expliquerai|décrirai)|je préfère rester)\b",
