@@ -20,6 +20,7 @@ from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.taxonomy import LABELS
 from refusalkit.detect.text import clip
 from refusalkit.errors import RefusalkitError
+from refusalkit.memo import BoundedMemo
 
 _EMBEDDERS: dict[str, Any] = {}
 
@@ -33,13 +34,12 @@ def embedder_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-_CACHE: dict[tuple[str, str], np.ndarray] = {}
-_CACHE_MAX = 20_000
+_MEMO = BoundedMemo(20_000)
 
 
 def clear_embedding_cache() -> None:
     """Forget memoised embeddings (benchmarks call this so that a repeated text is encoded again)."""
-    _CACHE.clear()
+    _MEMO.clear()
 
 
 def _encoder(folder: str):
@@ -63,17 +63,15 @@ def embed(texts: list[str], batch_size: int = 64, encoder: str | Path | None = N
     """
     folder = str(embedder_dir() if encoder is None else check_encoder_dir(encoder))
     m = _encoder(folder)
-    keys = [(folder, t[:1000] or " ") for t in texts]
-    todo = list(dict.fromkeys(k for k in keys if k not in _CACHE))
-    if todo:
-        if len(_CACHE) + len(todo) > _CACHE_MAX:
-            _CACHE.clear()
-        vs = m.encode([k[1] for k in todo], batch_size=batch_size, normalize_embeddings=True,
-                      show_progress_bar=False)
-        _CACHE.update(zip(todo, np.asarray(vs, dtype=np.float32)))
     if not texts:
         return np.zeros((0, m.get_sentence_embedding_dimension()), dtype=np.float32)
-    return np.stack([_CACHE[k] for k in keys])
+
+    def encode(todo: list[tuple[str, str]]) -> list[np.ndarray]:
+        vs = m.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=True,
+                      show_progress_bar=False)
+        return list(np.asarray(vs, dtype=np.float32))
+
+    return np.stack(_MEMO.get_many([(folder, t[:1000] or " ") for t in texts], encode))
 
 
 class EmbeddingDetector(Detector):

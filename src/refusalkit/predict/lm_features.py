@@ -14,11 +14,11 @@ from functools import lru_cache
 import numpy as np
 
 from refusalkit.errors import RefusalkitError
+from refusalkit.memo import BoundedMemo
 
 MAX_CHARS = 2000  # a 1 MB prompt is cut: the state at the end of the template is what is read
-_CACHE: dict[tuple[str, str], np.ndarray] = {}
 # Every layer is kept (about 70 KB a prompt for SmolLM2), so a layer search featurises once; bounded.
-_CACHE_MAX = 4000
+_MEMO = BoundedMemo(4000)
 
 
 @lru_cache(maxsize=2)
@@ -43,22 +43,23 @@ def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, ba
     n = n_layers(spec)
     if not 0 <= layer <= n:
         raise RefusalkitError(f"layer {layer} is out of range for {spec!r} (0..{n})")
-    got = {p: _CACHE[(spec, p)] for p in set(prompts) if (spec, p) in _CACHE}
-    todo = sorted((p for p in set(prompts) if p not in got), key=len)
-    if todo:
-        m = _model(spec)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            hs = m.hidden_states([p[:MAX_CHARS] for p in chunk], batch_size=batch_size)[:, :, -1, :].numpy()
-            if len(_CACHE) + len(chunk) > _CACHE_MAX:
-                _CACHE.clear()
-            for p, h in zip(chunk, hs):
-                got[p] = _CACHE[(spec, p)] = h.astype(np.float32)
     if not prompts:
         return np.zeros((0, int(_model(spec).model.config.hidden_size)), np.float32)
-    return np.stack([got[p][layer] for p in prompts])
+
+    def compute(todo: list[tuple[str, str]]) -> list[np.ndarray]:
+        m, out = _model(spec), [None] * len(todo)
+        # Similar lengths share a batch, so little padding is computed.
+        order = sorted(range(len(todo)), key=lambda i: len(todo[i][1]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            hs = m.hidden_states([todo[i][1][:MAX_CHARS] for i in idx], batch_size=batch_size)[:, :, -1, :].numpy()
+            for i, h in zip(idx, hs):
+                out[i] = h.astype(np.float32)
+        return out
+
+    return np.stack([s[layer] for s in _MEMO.get_many([(spec, p) for p in prompts], compute)])
 
 
 def clear_state_cache() -> None:
     """Forget memoised states (tests call this to compare batched and one-at-a-time states)."""
-    _CACHE.clear()
+    _MEMO.clear()
