@@ -34,9 +34,9 @@ class PromptClassifier:
             raise RefusalkitError(f"unknown prompt features {features!r}; use one of {', '.join(FEATURE_SETS)}")
         if encoder is not None and "embedding" not in features:
             raise RefusalkitError("an encoder is only used with embedding features (tfidf+embedding[+lm])")
-        # The dense LM block needs stronger regularisation than n-grams alone (C=1 beat C=3 in the Quora CV).
-        self.C = C if C is not None else (1.0 if "lm" in features.split("+") else 3.0)
         self.features, self.embedding_weight, self.target_model = features, embedding_weight, target_model
+        # The dense LM block needs stronger regularisation than n-grams alone (C=1 beat C=3 in the Quora CV).
+        self.C = C if C is not None else (1.0 if self.uses_lm else 3.0)
         self.lm, self.lm_layer, self.lm_weight = lm, int(lm_layer), float(lm_weight)
         self.encoder = None if encoder is None else str(check_encoder_dir(encoder))
         self.encoder_sha256_: str | None = None
