@@ -112,7 +112,7 @@ def test_written_training_responses_load_one_source_per_writer():
     for r in rows:
         by.setdefault(r["source"], []).append(r)
         assert r["label"] in LABELS and r["response"].strip() and r["prompt"].strip()
-    assert sorted(by) == sorted(f"written:w{i}" for i in range(1, 17))
+    assert sorted(by) == sorted(f"written:w{i}" for i in range(1, 21))
     assert all(len(v) == 120 and len({r["label"] for r in v}) == 4 for v in by.values())
 
 
