@@ -25,7 +25,8 @@ _LM_LAYER_OPTION = typer.Option(18, "--lm-layer", help="Layer of the lm features
 
 
 def _clf_kw(features: str, lm: str, lm_layer: int) -> dict:
-    return {"lm": lm, "lm_layer": lm_layer} if "lm" in features.split("+") else {}
+    from refusalkit.predict.prompt_model import features_use_lm
+    return {"lm": lm, "lm_layer": lm_layer} if features_use_lm(features) else {}
 
 
 predict_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True,

@@ -21,6 +21,11 @@ KIND = "prompt_classifier"
 FEATURE_SETS = ("tfidf", "tfidf+embedding", "tfidf+lm", "tfidf+embedding+lm")
 
 
+def features_use_lm(features: str) -> bool:
+    """Return whether a feature string (one of ``FEATURE_SETS``) includes a language model's hidden state."""
+    return "lm" in features.split("+")
+
+
 class PromptClassifier:
     """P(refusal) from the prompt alone. ``features``: one of :data:`FEATURE_SETS`; ``encoder``: the
     folder of a local sentence encoder for the embedding (default: the bundled MiniLM); ``lm`` and
@@ -56,7 +61,7 @@ class PromptClassifier:
     @property
     def uses_lm(self) -> bool:
         """Return whether the features include a language model's hidden state."""
-        return "lm" in self.features.split("+")
+        return features_use_lm(self.features)
 
     def _states(self, prompts: list[str]) -> np.ndarray:
         from refusalkit.predict.lm_features import prompt_states
