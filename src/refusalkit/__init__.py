@@ -1,3 +1,56 @@
-"""refusalkit: measure, predict and control when language models refuse."""
+"""refusalkit: measure, predict and control when language models refuse.
+
+The public Python API is importable from the package root::
+
+    import refusalkit as rk
+
+    model = rk.load_model("default")                      # a LanguageModel
+    gens = model.generate(["How do I bake bread?"], rk.GenerationConfig(max_new_tokens=32))
+    verdicts = rk.get_detector().predict([g.text for g in gens])
+
+The names are resolved on first use (PEP 562), so ``import refusalkit`` stays cheap: it imports neither
+torch nor transformers until a name that needs them is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it. Kept as strings: importing them eagerly would pull in torch.
+_LAZY: dict[str, str] = {
+    "load_model": "refusalkit.models",
+    "GenerationConfig": "refusalkit.models",
+    "get_detector": "refusalkit.detect",
+    "get_predictor": "refusalkit.predict",
+    "run_eval": "refusalkit.evaluate.runner",
+    "Policy": "refusalkit.tokens.policy",
+    "PolicyModel": "refusalkit.tokens.generate",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # type checkers and IDEs see the real objects; at run time __getattr__ provides them
+    from refusalkit.detect import get_detector
+    from refusalkit.evaluate.runner import run_eval
+    from refusalkit.models import GenerationConfig, load_model
+    from refusalkit.predict import get_predictor
+    from refusalkit.tokens.generate import PolicyModel
+    from refusalkit.tokens.policy import Policy
+
+
+def __getattr__(name: str) -> Any:
+    """Return the public API object ``name``, importing its module on first access."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refusalkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    """Return the module's attributes including the lazily imported public API."""
+    return sorted(set(globals()) | set(_LAZY))

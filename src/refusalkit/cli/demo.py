@@ -42,13 +42,48 @@ def refusal_table(rows: list[dict], title: str) -> Table:
     return t
 
 
+def policy_rates_table(columns: dict[str, list[dict]], title: str) -> Table:
+    """Return a table with one row per category and one column per refusal-token policy; cells read
+    'refused/n should refuse | refused/n should answer'."""
+    t = Table(title=title)
+    t.add_column("category")
+    for name in columns:
+        t.add_column(f"{name}\nharmful | contrast", justify="right")
+    cats = sorted({r["category"] or "(none)" for rows in columns.values() for r in rows})
+    for c in cats:
+        cells = []
+        for rows in columns.values():
+            agg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for r in rows:
+                if (r["category"] or "(none)") == c:
+                    agg[r["expected"]][0] += int(r["refused"])
+                    agg[r["expected"]][1] += 1
+            cells.append(" | ".join(f"{agg[k][0]}/{agg[k][1]}" if agg[k][1] else "-" for k in ("refuse", "comply")))
+        t.add_row(c, *cells)
+    return t
+
+
 def show_refusal_tokens(exs, out_dir) -> None:
-    """Print the bundled model after the refusal-token adapter, under its shipped profiles (see tokens/demo.py)."""
+    """Print the bundled model after the refusal-token adapter, under its shipped profiles (the figures come
+    from ``refusalkit.tokens.demo``)."""
     from refusalkit.tokens.demo import run_tokens_demo
 
     console.print("\n[bold]Refusal tokens[/]: the same model with the shipped adapter; each policy sets how often "
                   "each category is refused, without retraining")
-    run_tokens_demo(console, exs, out_dir=out_dir)
+    res = run_tokens_demo(exs, out_dir=out_dir)
+    if res is None:
+        console.print("[yellow]refusal tokens: no bundled adapter in this install; skipped[/]")
+        return
+    console.print(policy_rates_table(res.columns, "Refusal tokens on the demo prompts: prompts refused by each "
+                                                  "policy (one forward pass each, no generation)"))
+    for fig in res.test_figures:  # CoCoNot held-out figures, measured when the profiles were made
+        rates = ", ".join(f"{c} {r:.0%}" for c, r in fig["rates"].items())
+        console.print(f"  CoCoNot test split, profile [bold]{fig['name']}[/]: F1 {fig['f1']:.3f}; refused: {rates}")
+    for e, g in res.examples:
+        console.print(f"[dim]{escape(str(e.category))} ({e.expected})[/] {escape(e.prompt)}\n"
+                      f"  -> {escape(g.meta['control_token'])} {escape(repr(g.text[:160]))}")
+    if res.pngs:
+        console.print(f"calibration curves written to {', '.join(res.pngs)}")
 
 
 def show_prompt_prediction(resps, det, model_name: str) -> None:

@@ -1,17 +1,38 @@
-"""The refusal-token part of ``refusalkit demo``: the bundled model with the shipped adapter under its
-shipped profiles, on refusalkit's own demo prompts, plus the CoCoNot test figures stored in the profiles
-and the calibration curves written to PNG."""
+"""The data behind the refusal-token part of ``refusalkit demo``: the bundled model with the shipped adapter
+under its shipped profiles, on refusalkit's own demo prompts, plus the CoCoNot test figures stored in the
+profiles and the calibration curves written to PNG. The console output is ``refusalkit.cli.demo``'s job."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from refusalkit.models.base import Generation
+
+log = logging.getLogger(__name__)
+
 PROFILES = ("strict", "balanced", "lenient")
+
+
+@dataclass
+class TokensDemo:
+    """What the refusal-token demo measured.
+
+    ``columns`` maps a policy name to one ``policy_rows`` row per demo prompt; ``test_figures`` holds, per
+    shipped profile, the CoCoNot test-split figures stored in it (``profile_test_figures``); ``examples``
+    pairs a few demo prompts with their answer under the balanced profile (or argmax); ``pngs`` are the
+    calibration curves written.
+    """
+
+    columns: dict[str, list[dict[str, Any]]]
+    test_figures: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[tuple[Any, Generation]] = field(default_factory=list)
+    pngs: list[str] = field(default_factory=list)
 
 
 def shipped_profiles() -> dict[str, dict[str, Any]]:
@@ -23,6 +44,7 @@ def shipped_profiles() -> dict[str, dict[str, Any]]:
         try:
             out[name] = load_profile(name)
         except Exception:  # noqa: BLE001 - a missing profile just leaves its column out
+            log.debug("shipped profile %s not found; its column is left out", name)
             continue
     return out
 
@@ -35,35 +57,27 @@ def policy_rows(examples: list[Any], q: np.ndarray, policy: Any) -> list[dict[st
              "token": toks[c]} for e, c in zip(examples, choice)]
 
 
-def rates_table(columns: dict[str, list[dict[str, Any]]], title: str):
-    """Return a rich table: one row per category, one column per policy, cells 'refused | should refuse'
-    and 'refused | should answer'."""
-    from rich.table import Table
-
-    t = Table(title=title)
-    t.add_column("category")
-    for name in columns:
-        t.add_column(f"{name}\nharmful | contrast", justify="right")
-    cats = sorted({r["category"] or "(none)" for rows in columns.values() for r in rows})
-    for c in cats:
-        cells = []
-        for rows in columns.values():
-            agg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for r in rows:
-                if (r["category"] or "(none)") == c:
-                    agg[r["expected"]][0] += int(r["refused"])
-                    agg[r["expected"]][1] += 1
-            parts = [f"{agg[k][0]}/{agg[k][1]}" if agg[k][1] else "-" for k in ("refuse", "comply")]
-            cells.append(" | ".join(parts))
-        t.add_row(c, *cells)
-    return t
+def profile_test_figures(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return, per profile that stores CoCoNot test figures, ``{"name", "f1", "rates"}`` where ``rates`` maps
+    a short category name (its first word; ``Safety`` for "Requests with safety concerns") to the share of
+    its harmful test prompts refused."""
+    out = []
+    for name, prof in profiles.items():
+        b = (prof.get("test") or {}).get("binary")
+        if not b:
+            continue
+        per = prof["test"]["per_category"]
+        rates = {(c.split()[0] if c != "Requests with safety concerns" else "Safety"): d["harmful"]["rate"]
+                 for c, d in per.items() if "harmful" in d}
+        out.append({"name": name, "f1": b["f1"], "rates": rates})
+    return out
 
 
-def run_tokens_demo(console: Any, examples: list[Any], *, out_dir: Path, n_examples: int = 3,
-                    max_new_tokens: int = 48) -> dict[str, Any]:
-    """Print the refusal-token demo; return what it measured (rates per policy, example answers, PNGs)."""
-    from rich.markup import escape
-
+def run_tokens_demo(examples: list[Any], *, out_dir: Path, n_examples: int = 3,
+                    max_new_tokens: int = 48) -> TokensDemo | None:
+    """Score the demo prompts under the shipped adapter and profiles, answer a few of them under the balanced
+    profile and write the calibration curves to ``out_dir``; return a :class:`TokensDemo`, or None when this
+    install has no bundled adapter."""
     from refusalkit.models.base import GenerationConfig
     from refusalkit.tokens.calibrate import plot_curves, score_prompts
     from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
@@ -72,37 +86,25 @@ def run_tokens_demo(console: Any, examples: list[Any], *, out_dir: Path, n_examp
 
     adir = bundled_adapter_dir()
     if not (adir / "adapter_config.json").is_file():
-        console.print("[yellow]refusal tokens: no bundled adapter in this install; skipped[/]")
-        return {}
+        log.info("no bundled refusal-token adapter in this install (%s)", adir)
+        return None
     hf, scheme, ids, info = load_token_model("default", "bundled")
     q = score_prompts(hf, [e.prompt for e in examples], ids, scheme)
     profiles = shipped_profiles()
     columns = {"adapter (argmax)": policy_rows(examples, q, Policy(scheme, rule="argmax"))}
     for name, prof in profiles.items():
         columns[name] = policy_rows(examples, q, policy_from_profile(prof))
-    console.print(rates_table(columns, "Refusal tokens on the demo prompts: prompts refused by each policy "
-                                       "(one forward pass each, no generation)"))
-    # CoCoNot held-out figures, measured when the profiles were made
-    for name, prof in profiles.items():
-        b = (prof.get("test") or {}).get("binary")
-        if b:
-            per = prof["test"]["per_category"]
-            rates = ", ".join(f"{c.split()[0] if c != 'Requests with safety concerns' else 'Safety'} "
-                              f"{d['harmful']['rate']:.0%}" for c, d in per.items() if "harmful" in d)
-            console.print(f"  CoCoNot test split, profile [bold]{name}[/]: F1 {b['f1']:.3f}; refused: {rates}")
     # a few answers under the balanced profile (or argmax)
     pol = policy_from_profile(profiles["balanced"]) if "balanced" in profiles else Policy(scheme, rule="argmax")
     pick = examples[:: max(1, len(examples) // max(n_examples, 1))][:n_examples]
     gens = PolicyModel(hf, pol, ids, emit_respond=emits_respond(info),
-                       answer_model=answer_model_for("default", info)).generate([e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
-    for e, g in zip(pick, gens):
-        console.print(f"[dim]{escape(str(e.category))} ({e.expected})[/] {escape(e.prompt)}\n"
-                      f"  -> {escape(g.meta['control_token'])} {escape(repr(g.text[:160]))}")
+                       answer_model=answer_model_for("default", info)).generate(
+        [e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
     pngs: list[str] = []
     curves_file = adir / "profiles" / "curves.json"
     if curves_file.is_file():
         data = json.loads(curves_file.read_text(encoding="utf-8"))
         thr = profiles.get("balanced", {}).get("policy", {}).get("thresholds")
         pngs = plot_curves(data, out_dir, thresholds=thr, title="CoCoNot calibration split, balanced thresholds")
-        console.print(f"calibration curves written to {', '.join(pngs)}")
-    return {"columns": columns, "pngs": pngs}
+    return TokensDemo(columns=columns, test_figures=profile_test_figures(profiles),
+                      examples=list(zip(pick, gens)), pngs=pngs)

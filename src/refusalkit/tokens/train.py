@@ -8,6 +8,7 @@ distributed environment); only the batch sizes change.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ from refusalkit.tokens.data import (DEFAULT_SEED, LabelledPrompt, read_labelled,
                                     tag_examples)
 from refusalkit.tokens.model import OUTPUT_ROWS_FILE, TOKENS_FILE, model_hash
 from refusalkit.tokens.scheme import TokenScheme, add_control_tokens
+
+_log = logging.getLogger(__name__)  # progress goes here unless the caller passes its own ``log``
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -59,7 +62,7 @@ def scheme_for(items: list[LabelledPrompt], cfg: TrainConfig) -> TokenScheme:
 
 
 def base_answers(model_spec: str, items: list[LabelledPrompt], work_dir: Path, max_new_tokens: int,
-                 *, batch_size: int = 16, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+                 *, batch_size: int = 16, log: Callable[[str], None] = _log.info) -> dict[str, dict[str, Any]]:
     """Return ``{id: {"text", "finish_reason"}}``: the base model's own greedy answers to ``items``,
     generated once into a resumable run store under ``work_dir``."""
     from refusalkit.data.records import Example
@@ -167,7 +170,7 @@ def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
 
 def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str], tagged: list[dict[str, Any]],
                          token_ids: dict[str, int], *, l2: float = 1e-2, steps: int = 300, batch_size: int = 16,
-                         log: Callable[[str], None] = print) -> dict[str, float]:
+                         log: Callable[[str], None] = _log.info) -> dict[str, float]:
     """Refit the control-token rows as the decision's output layer; return the fit's figures and the
     fitted output rows (``"rows"``: token id -> tensor).
 
@@ -257,7 +260,7 @@ def _latest_checkpoint(ckpt_dir: Path) -> str | None:
 
 
 def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print, fresh: bool = False) -> dict[str, Any]:
+                 log: Callable[[str], None] = _log.info, fresh: bool = False) -> dict[str, Any]:
     """Train a refusal-token adapter and write it to ``out_dir``; return the adapter's info dict.
 
     ``out_dir`` receives ``adapter_model.safetensors`` (LoRA weights and the control-token rows, fp16),
