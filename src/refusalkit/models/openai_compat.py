@@ -11,14 +11,39 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.models.base import Generation, GenerationConfig, PromptLike, to_messages
+from refusalkit.models.spec import redact
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def api_key_from_env() -> str | None:
+    """Return the client API key: ``$REFUSALKIT_API_KEY``, else the first line of the file named by
+    ``$REFUSALKIT_API_KEY_FILE``, else ``$OPENAI_API_KEY``, else None.
+
+    A key file keeps the key out of the environment of child processes and out of shell history. Raises
+    RefusalkitError (naming the variable and file, never the key) for an unreadable or empty key file.
+    """
+    key = os.environ.get("REFUSALKIT_API_KEY", "").strip()
+    if key:
+        return key
+    path = os.environ.get("REFUSALKIT_API_KEY_FILE", "").strip()
+    if path:
+        try:
+            lines = [ln.strip() for ln in Path(path).expanduser().read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise RefusalkitError(f"REFUSALKIT_API_KEY_FILE={path}: cannot read it ({type(e).__name__})") from None
+        keys = [ln for ln in lines if ln]
+        if len(keys) != 1:
+            raise RefusalkitError(f"REFUSALKIT_API_KEY_FILE={path}: must hold the key alone on one line")
+        return keys[0]
+    return os.environ.get("OPENAI_API_KEY", "").strip() or None
 
 
 class EndpointError(RefusalkitError):
@@ -33,8 +58,9 @@ class EndpointError(RefusalkitError):
 class OpenAICompatModel:
     """A chat model served over HTTP.
 
-    ``api_key`` defaults to ``$REFUSALKIT_API_KEY`` then ``$OPENAI_API_KEY``; ``base_url`` to
-    ``$OPENAI_BASE_URL``. ``logit_bias`` (token id -> bias) is sent with every request unless a call
+    ``api_key`` defaults to :func:`api_key_from_env` (``$REFUSALKIT_API_KEY``, ``$REFUSALKIT_API_KEY_FILE``,
+    ``$OPENAI_API_KEY``); ``base_url`` to ``$OPENAI_BASE_URL``. Credentials in ``base_url`` are used but
+    masked in ``name`` and in error messages. ``logit_bias`` (token id -> bias) is sent with every request unless a call
     overrides it through ``GenerationConfig.extra``.
     """
 
@@ -48,14 +74,14 @@ class OpenAICompatModel:
                                   "or set OPENAI_BASE_URL")
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or os.environ.get("REFUSALKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.api_key = api_key or api_key_from_env()
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
         self.logprobs = logprobs
         self.logit_bias = logit_bias
-        self.name = name or f"openai:{model}@{self.base_url}"
+        self.name = name or f"openai:{model}@{redact(self.base_url)}"
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -92,7 +118,7 @@ class OpenAICompatModel:
             try:
                 r = self._client.post(url, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = f"{type(e).__name__}: {e}"
+                last = redact(f"{type(e).__name__}: {e}")
                 status, retry_after = None, None
             else:
                 if r.status_code < 400:
@@ -103,7 +129,8 @@ class OpenAICompatModel:
                 except ValueError:
                     err_body = r.text
                 if status not in RETRY_STATUS:
-                    raise EndpointError(f"{url} answered {status}: {str(err_body)[:300]}", status, err_body)
+                    raise EndpointError(f"{redact(url)} answered {status}: {redact(str(err_body)[:300])}",
+                                        status, err_body)
                 last = f"HTTP {status}"
                 retry_after = r.headers.get("retry-after")
             if attempt == self.max_retries:
@@ -115,7 +142,7 @@ class OpenAICompatModel:
                 except ValueError:
                     pass
             time.sleep(min(delay, 60.0))
-        raise EndpointError(f"{url} failed after {self.max_retries + 1} attempts ({last})")
+        raise EndpointError(f"{redact(url)} failed after {self.max_retries + 1} attempts ({last})")
 
     def _one(self, prompt: PromptLike, cfg: GenerationConfig) -> Generation:
         data = self.post("/chat/completions", self.payload(prompt, cfg))

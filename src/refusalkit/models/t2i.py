@@ -26,6 +26,7 @@ from typing import Any
 from refusalkit.errors import ModelSpecError, RefusalkitError
 from refusalkit.models.base import Generation, GenerationConfig, PromptLike
 from refusalkit.models.openai_compat import EndpointError, OpenAICompatModel
+from refusalkit.models.spec import ModelSpec, redact
 
 POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation",
                 "responsible_ai_policy_violation"}
@@ -35,12 +36,12 @@ CONTENT_POLICY, BLACK_IMAGE, SAFETY_FLAG = "content_policy", "black_image", "saf
 
 
 def parse_t2i_spec(spec: str) -> tuple[str, str]:
-    """Return ``(model, base_url)`` of a ``t2i:MODEL@http://host:port/v1`` spec."""
-    rest = spec[len("t2i:"):] if spec.startswith("t2i:") else spec
-    model, _, url = rest.partition("@")
-    if not model or not url.startswith(("http://", "https://")):
-        raise ModelSpecError(f"bad image endpoint spec {spec!r}: expected t2i:MODEL@http://host:port/v1")
-    return model, url
+    """Return ``(model, base_url)`` of a ``t2i:MODEL@http://host:port/v1`` spec (parsed by
+    :meth:`refusalkit.models.spec.ModelSpec.parse`; the ``t2i:`` prefix may be left out)."""
+    ms = ModelSpec.parse(spec if spec.startswith("t2i:") else "t2i:" + spec)
+    if ms.kind != "t2i":
+        raise ModelSpecError(f"bad image endpoint spec {ms.display!r}: expected t2i:MODEL@http://host:port/v1")
+    return ms.model or "", ms.base_url or ""
 
 
 def policy_error(body: Any) -> str | None:
@@ -103,7 +104,7 @@ class OpenAIImageModel:
         self.black_threshold = black_threshold
         self.images_dir = Path(images_dir) if images_dir else None
         self.extra = dict(extra or {})
-        self.name = name or f"t2i:{model}@{self.http.base_url}"
+        self.name = name or f"t2i:{model}@{redact(self.http.base_url)}"
 
     def _image_bytes(self, item: dict[str, Any]) -> bytes:
         if item.get("b64_json"):
