@@ -3,11 +3,59 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+import socket
+from pathlib import Path
 
 import typer
 
 from refusalkit.cli.common import err_console, handle_errors
+from refusalkit.errors import RefusalkitError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+KEY_ENV = "REFUSALKIT_API_KEY"
+
+
+def read_api_key(flag_value: str | None, key_file: Path | None) -> str | None:
+    """Return the API key from ``--api-key-file``, ``--api-key`` (with a warning) or ``$REFUSALKIT_API_KEY``,
+    in that order (None: no key). A key file must be readable and hold the key alone on one line."""
+    if key_file is not None and flag_value is not None:
+        raise RefusalkitError("give --api-key-file or --api-key, not both")
+    if key_file is not None:
+        try:
+            lines = [ln.strip() for ln in key_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise RefusalkitError(f"--api-key-file {key_file}: cannot read it ({e.__class__.__name__})") from None
+        if len(lines) != 1:
+            raise RefusalkitError(f"--api-key-file {key_file}: must hold the key alone on one line")
+        return lines[0]
+    if flag_value is not None:
+        if not flag_value.strip():
+            raise RefusalkitError("--api-key is empty")
+        err_console.print(
+            f"[yellow]warning:[/] --api-key is visible to every user in the process list; "
+            f"use ${KEY_ENV} or --api-key-file PATH instead",
+            highlight=False,
+        )
+        return flag_value.strip()
+    return os.environ.get(KEY_ENV, "").strip() or None
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Return a listening socket on ``host:port`` (done before the model loads, so a busy port fails fast)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise RefusalkitError(f"--host {host!r}: cannot resolve it ({e.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise RefusalkitError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def register(app: typer.Typer) -> None:
@@ -15,25 +63,65 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handle_errors
-    def serve(model: str = typer.Option("default", "--model", "-m", help="default | PATH | org/name"),
-              host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
-              port: int = typer.Option(8000),
-              api_key: Optional[str] = typer.Option(None, help="Required bearer key "
-                                                    "(default: $REFUSALKIT_API_KEY; none = open)."),
-              max_tokens: int = typer.Option(256, help="Default max_tokens when a request gives none.")) -> None:
-        """Serve a local model at /v1/chat/completions (OpenAI-compatible)."""
-        import uvicorn
+    def serve(
+        model: str = typer.Option("default", "--model", "-m", help="default | subject | PATH | org/name"),
+        host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+        port: int = typer.Option(8000, min=1, max=65535),
+        api_key_file: Path | None = typer.Option(
+            None, "--api-key-file", help="File holding the required bearer key (one line)."
+        ),
+        api_key: str | None = typer.Option(
+            None,
+            "--api-key",
+            help=f"Required bearer key. Visible in the process list: prefer "
+            f"${KEY_ENV} or --api-key-file. None of the three: no key needed.",
+        ),
+        max_tokens: int = typer.Option(256, min=1, help="Default max_tokens when a request gives none."),
+        max_tokens_limit: int = typer.Option(2048, min=1, help="Largest max_tokens a request may ask."),
+        max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body (bytes)."),
+        max_messages: int = typer.Option(128, min=1, help="Most messages in one request."),
+        max_prompt_tokens: int | None = typer.Option(
+            None, min=1, help="Most prompt tokens in one request (default: the model's context)."
+        ),
+        max_n: int = typer.Option(8, min=1, help="Most choices (n) in one request."),
+        max_queue: int = typer.Option(256, min=1, help="Requests admitted at once; more get 503."),
+    ) -> None:
+        """Serve a local model at /v1/chat/completions (OpenAI-compatible) and /health."""
+        from refusalkit.models.spec import ModelSpec
+        from refusalkit.serve.limits import ServerLimits
 
-        from refusalkit.models.spec import load_model, parse_model_spec
-        from refusalkit.serve.app import create_app
-
-        if parse_model_spec(model)[0] == "openai":
-            from refusalkit.errors import ModelSpecError
-            raise ModelSpecError("serve needs a local model, not an endpoint")
-        key = api_key or os.environ.get("REFUSALKIT_API_KEY")
-        if host not in ("127.0.0.1", "localhost", "::1") and not key:
+        if ModelSpec.parse(model).is_endpoint:
+            raise RefusalkitError("serve needs a local model, not an endpoint")
+        if max_tokens > max_tokens_limit:
+            raise RefusalkitError(f"--max-tokens {max_tokens} is above --max-tokens-limit {max_tokens_limit}")
+        limits = ServerLimits(
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_prompt_tokens=max_prompt_tokens,
+            max_tokens=max_tokens_limit,
+            max_n=max_n,
+            max_queue=max_queue,
+        )
+        key = read_api_key(api_key, api_key_file)
+        sock = bind_socket(host, port)
+        if host not in LOOPBACK and not key:
             err_console.print("[yellow]warning:[/] serving on a non-loopback address without an API key")
-        app = create_app(load_model(model), api_key=key, max_tokens_default=max_tokens)
-        err_console.print(f"serving {model} on http://{host}:{port}/v1 "
-                          f"({'API key required' if key else 'no API key'})")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        try:
+            import uvicorn
+
+            from refusalkit.models.hf import HFModel
+            from refusalkit.models.spec import load_model
+            from refusalkit.serve.app import create_app
+
+            lm = load_model(model)
+            assert isinstance(lm, HFModel)  # endpoints were refused above
+            fastapi_app = create_app(lm, api_key=key, max_tokens_default=max_tokens, limits=limits)
+            err_console.print(
+                f"serving {model} on http://{host}:{sock.getsockname()[1]}/v1 "
+                f"({'API key required' if key else 'no API key'})",
+                highlight=False,
+            )
+            server = uvicorn.Server(uvicorn.Config(fastapi_app, log_level="warning", timeout_keep_alive=5))
+            server.run(sockets=[sock])
+        finally:
+            sock.close()

@@ -1,43 +1,40 @@
-"""A FastAPI app exposing a local ``HFModel`` as ``/v1/chat/completions`` and ``/v1/models``.
+"""A FastAPI app exposing a local ``HFModel`` as ``/v1/chat/completions``, ``/v1/models`` and ``/health``.
 
-It serves one request at a time (a CPU model gains nothing from concurrency), checks a bearer API key
-when one is configured, and honours ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
-``logprobs``/``top_logprobs`` and ``logit_bias``. Bind it to 127.0.0.1 unless you mean to share it.
+Requests pass, in order: the bearer key (checked from the headers, before the body is read), the body size
+(from ``Content-Length``, then while reading), JSON and field checks (NaN/inf, ranges, lone surrogates,
+unsupported parameters), the message count, ``n`` and ``max_tokens`` bounds, and the prompt's token count
+against the model's context. Each failure is a 401/413/400 with an OpenAI-style error object; none reaches
+the model. Generation runs one request at a time in a worker thread (``serve.engine``), so the server
+keeps answering while it runs. ``stream: true`` sends Server-Sent Events in OpenAI's chunk format as
+tokens are generated; ``n`` choices are generated in one batch. Bind to 127.0.0.1 unless you mean to
+share it.
 """
 
 from __future__ import annotations
 
-import hmac
-import threading
+import asyncio
+import json
+import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
-from fastapi import Depends, FastAPI, Header, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from refusalkit.models.base import GenerationConfig
+from refusalkit.models.base import Generation, GenerationConfig
 from refusalkit.models.hf import HFModel
+from refusalkit.serve.engine import Job, SerialEngine
+from refusalkit.serve.errors import APIError, error_body
+from refusalkit.serve.guard import GuardMiddleware
+from refusalkit.serve.limits import ServerLimits
+from refusalkit.serve.schema import ChatRequest, parse_chat_request
 
-
-class ChatMessage(BaseModel):
-    role: str
-    content: str
-
-
-class ChatRequest(BaseModel):
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    logit_bias: dict[str, float] | None = None
+log = logging.getLogger(__name__)
 
 
 class LogitBias:
@@ -52,48 +49,239 @@ class LogitBias:
         return scores
 
 
-def create_app(model: HFModel, *, api_key: str | None = None, max_tokens_default: int = 256) -> FastAPI:
-    """Return a FastAPI app serving ``model``; requests need ``Authorization: Bearer API_KEY`` if set."""
-    app = FastAPI(title="refusalkit server")
-    lock = threading.Lock()
+def model_context(model: HFModel) -> int | None:
+    """Return the model's context length in tokens (``max_position_embeddings``), or None if unknown."""
+    cfg = model.model.config
+    ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return int(ctx) if ctx else None
+
+
+def count_prompt_tokens(model: HFModel, messages: list[dict[str, str]]) -> int:
+    """Return the token count of ``messages`` after chat templating; a template error is a 400."""
+    try:
+        text = model.render(messages)
+    except Exception as e:  # jinja2 raises its own errors for e.g. roles out of order
+        raise APIError(
+            400, f"messages cannot be rendered by the model's chat template: {str(e)[:200]}", param="messages"
+        ) from None
+    return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _logit_bias(req: ChatRequest, vocab: int) -> LogitBias | None:
+    bias: dict[int, float] = {}
+    for k, v in (req.logit_bias or {}).items():
+        try:
+            tid = int(k)
+        except ValueError:
+            raise APIError(400, f"logit_bias key {k!r} is not a token id", param="logit_bias") from None
+        if not 0 <= tid < vocab:
+            raise APIError(400, f"logit_bias token id {tid} is out of range [0, {vocab})", param="logit_bias")
+        bias[tid] = float(v)
+    return LogitBias(bias) if bias else None
+
+
+def _check_limits(req: ChatRequest, limits: ServerLimits) -> None:
+    if len(req.messages) > limits.max_messages:
+        raise APIError(
+            400,
+            f"{len(req.messages)} messages; this server accepts at most {limits.max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
+    if req.n > limits.max_n:
+        raise APIError(400, f"n is {req.n}; this server generates at most {limits.max_n} choices", param="n")
+    mt = req.requested_max_tokens
+    if mt is not None and mt > limits.max_tokens:
+        raise APIError(
+            400,
+            f"max_tokens is {mt}; this server allows at most {limits.max_tokens}",
+            param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+        )
+    if req.top_logprobs is not None and not req.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    if req.stream and req.logprobs:
+        raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
+
+
+def _choose_max_tokens(
+    req: ChatRequest, prompt_tokens: int, ctx: int | None, limits: ServerLimits, default: int
+) -> int:
+    cap = limits.max_prompt_tokens if limits.max_prompt_tokens is not None else ctx
+    if cap is not None and prompt_tokens > cap:
+        what = "this model's context" if cap == ctx else "this server's limit (--max-prompt-tokens)"
+        raise APIError(
+            400,
+            f"the prompt is {prompt_tokens} tokens, more than {what} of {cap} tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    asked = req.requested_max_tokens
+    if ctx is None:
+        return asked or default
+    room = ctx - prompt_tokens
+    if asked is not None and asked > room:
+        raise APIError(
+            400,
+            f"this model's context is {ctx} tokens; the prompt is {prompt_tokens} tokens and "
+            f"max_tokens {asked}: reduce the prompt or max_tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if asked is None and room < 1:
+        raise APIError(
+            400,
+            f"the prompt is {prompt_tokens} tokens and fills this model's context ({ctx})",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return asked if asked is not None else min(default, room)
+
+
+def _sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+def create_app(
+    model: HFModel, *, api_key: str | None = None, max_tokens_default: int = 256, limits: ServerLimits | None = None
+) -> FastAPI:
+    """Return a FastAPI app serving ``model``; with ``api_key`` every path but ``/health`` needs
+    ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``)."""
+    limits = limits or ServerLimits()
+    engine = SerialEngine(model, max_queue=limits.max_queue)
+    ctx = model_context(model)
     vocab = len(model.tokenizer)
+    app = FastAPI(title="refusalkit server", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    app.state.engine = engine
 
-    def check_key(authorization: str | None = Header(default=None)) -> None:
-        if api_key is None:
-            return
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(token, api_key):
-            raise HTTPException(status_code=401, detail={"error": {"message": "invalid API key",
-                                                                   "type": "invalid_request_error"}})
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
-    @app.get("/v1/models", dependencies=[Depends(check_key)])
-    def models() -> dict[str, Any]:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(str(e.detail), code=str(e.status_code)),
+            status_code=e.status_code,
+            headers=getattr(e, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": model.name, "running": engine.running, "active": engine.active}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model.name, "object": "model", "owned_by": "refusalkit"}]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
-    def chat(req: ChatRequest) -> dict[str, Any]:
-        bias: dict[int, float] = {}
-        for k, v in (req.logit_bias or {}).items():
-            try:
-                tid = int(k)
-            except ValueError:
-                raise HTTPException(400, detail={"error": {"message": f"logit_bias key {k!r} is not a token id"}})
-            if not 0 <= tid < vocab:
-                raise HTTPException(400, detail={"error": {"message": f"logit_bias token id {tid} out of range"}})
-            bias[tid] = max(-100.0, min(100.0, float(v)))
-        stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-        cfg = GenerationConfig(max_new_tokens=req.max_completion_tokens or req.max_tokens or max_tokens_default,
-                               temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
-        msgs = [m.model_dump() for m in req.messages]
-        with lock:
-            gen = model.generate([msgs], cfg, logits_processor=LogitBias(bias) if bias else None,
-                                 logprobs=(req.top_logprobs or 0) if req.logprobs else None)[0]
-        prompt_tokens = int(model.encode([msgs])["input_ids"].shape[1])
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                                  "finish_reason": gen.finish_reason, "logprobs": gen.meta.get("logprobs")}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                "model": model.name, "choices": [choice],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": gen.n_tokens,
-                          "total_tokens": prompt_tokens + gen.n_tokens}}
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        req = parse_chat_request(await request.body())
+        _check_limits(req, limits)
+        processor = _logit_bias(req, vocab)
+        msgs = [m.as_dict() for m in req.messages]
+        # Tokenizing up to max_body_bytes of text takes a while: keep it off the event loop.
+        prompt_tokens = await asyncio.to_thread(count_prompt_tokens, model, msgs)
+        max_tokens = _choose_max_tokens(req, prompt_tokens, ctx, limits, max_tokens_default)
+        cfg = GenerationConfig(
+            max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stops
+        )
+        job = Job(
+            msgs, cfg, n=req.n, logits_processor=processor, logprobs=(req.top_logprobs or 0) if req.logprobs else None
+        )
+        ticket = engine.admit()
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                _stream(job, rid, created, prompt_tokens, include_usage, ticket),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                background=BackgroundTask(ticket.release),
+            )
+        try:
+            gens = await engine.complete(job)
+        finally:
+            ticket.release()
+        completion = sum(g.n_tokens for g in gens)
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": g.text},
+                "finish_reason": g.finish_reason,
+                "logprobs": g.meta.get("logprobs"),
+            }
+            for i, g in enumerate(gens)
+        ]
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model.name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        }
+
+    async def _stream(
+        job: Job, rid: str, created: int, prompt_tokens: int, include_usage: bool, ticket: Any
+    ) -> AsyncIterator[bytes]:
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return _sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model.name,
+                    "choices": choices,
+                    **extra,
+                }
+            )
+
+        completion = 0
+        try:
+            for i in range(job.n):
+                yield chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+                # Each choice gets its own seed so that n sampled choices differ.
+                seed = None if job.config.seed is None else job.config.seed + i
+                async for item in engine.stream(job, seed=seed):
+                    if isinstance(item, Generation):
+                        completion += item.n_tokens
+                        yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": item.finish_reason}])
+                    elif item:
+                        yield chunk([{"index": i, "delta": {"content": item}, "logprobs": None, "finish_reason": None}])
+            if include_usage:
+                yield chunk(
+                    [],
+                    usage={
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt_tokens + completion,
+                    },
+                )
+            yield b"data: [DONE]\n\n"
+        except Exception:
+            # The 200 and earlier chunks are already sent: report the failure in the stream itself.
+            log.exception("streamed generation failed")
+            yield _sse(error_body("internal server error during generation", type="server_error"))
+        finally:
+            ticket.release()
 
     return app

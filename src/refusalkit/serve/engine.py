@@ -1,0 +1,188 @@
+"""Running generations for the server without blocking its event loop.
+
+``SerialEngine`` runs one generation at a time (a CPU model gains little from overlapping two) in a worker
+thread, so ``/health`` and the 401/413/400 answers stay instant while a generation runs. Waiting requests
+queue on an ``asyncio.Lock`` in the event loop, not on threads. Admission is bounded (``max_queue``):
+past it a request gets 503 with ``Retry-After`` instead of waiting without end.
+
+The interface (``admit``, ``complete``, ``stream``) is what a batching engine would implement too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from refusalkit.models.base import Generation, GenerationConfig
+from refusalkit.models.hf import HFModel
+from refusalkit.serve.errors import APIError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One chat request's work: the messages, the generation settings and the choices wanted."""
+
+    messages: list[dict[str, str]]
+    config: GenerationConfig
+    n: int = 1
+    logits_processor: Any = None
+    logprobs: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation once ``event`` is set (stop string seen, client gone)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Ticket:
+    """A place in the engine's bounded admission; ``release`` (idempotent) gives it back."""
+
+    def __init__(self, engine: SerialEngine):
+        self._engine = engine
+        self._held = True
+
+    def release(self) -> None:
+        """Give the place back (a second call does nothing)."""
+        if self._held:
+            self._held = False
+            self._engine.active -= 1
+
+
+def _visible(text: str, stops: tuple[str, ...], final: bool) -> tuple[str, bool]:
+    """Return (the part of ``text`` that can be sent now, whether a stop string was found).
+
+    Mirrors ``HFModel.generate``: cut at the first stop string, strip whitespace. Until the end, the last
+    ``len(longest stop) - 1`` characters and trailing whitespace are held back, since they may still
+    become a stop string or be stripped.
+    """
+    cut = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        return text[:cut].strip(), True
+    if not final and stops:
+        text = text[: max(0, len(text) - (max(map(len, stops)) - 1))]
+    return (text.strip() if final else text.lstrip().rstrip()), False
+
+
+class SerialEngine:
+    """Generate with one ``HFModel``, one request at a time, off the event loop."""
+
+    def __init__(self, model: HFModel, *, max_queue: int = 256):
+        self.model = model
+        self.max_queue = max_queue
+        self.active = 0  # admitted requests, waiting or running
+        self.running = False
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Return the lock that serialises generations (made in the running loop on first use)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def admit(self) -> Ticket:
+        """Return a ticket for one more request, or raise 503 when ``max_queue`` requests are already in."""
+        if self.active >= self.max_queue:
+            raise APIError(
+                503,
+                f"server busy: {self.active} requests already queued; retry later",
+                type="server_error",
+                code="server_overloaded",
+                headers={"Retry-After": "1"},
+            )
+        self.active += 1
+        return Ticket(self)
+
+    async def _run(self, fn: Any) -> Any:
+        """Run ``fn`` in a worker thread under the lock; the lock is released when the thread ends, even if
+        the awaiting request was cancelled meanwhile (so two generations never overlap)."""
+        await self.lock.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            self.running = True
+            fut = loop.run_in_executor(None, fn)
+        except BaseException:
+            self.running = False
+            self.lock.release()
+            raise
+
+        def done(_: Any) -> None:
+            self.running = False
+            self.lock.release()
+
+        fut.add_done_callback(done)
+        # shield: a cancelled request must not cancel fut, whose callback would free the lock too early
+        return await asyncio.shield(fut)
+
+    async def complete(self, job: Job) -> list[Generation]:
+        """Return ``job.n`` generations for the job's messages (one batched call)."""
+        return await self._run(
+            lambda: self.model.generate(
+                [job.messages] * job.n, job.config, logits_processor=job.logits_processor, logprobs=job.logprobs
+            )
+        )
+
+    async def stream(self, job: Job, *, seed: int | None = None) -> AsyncIterator[str | Generation]:
+        """Yield text pieces as tokens are generated, then the final ``Generation`` (one choice).
+
+        The pieces joined equal the final Generation's text. Closing the iterator early (the client went
+        away) stops the generation at the next token.
+        """
+        from transformers import AsyncTextIteratorStreamer, StoppingCriteriaList
+
+        streamer = AsyncTextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        extra = {
+            **job.config.extra,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Cancelled(cancel)]),
+        }
+        cfg = job.config.with_(extra=extra, seed=seed if seed is not None else job.config.seed)
+
+        def work() -> Generation:
+            try:
+                return self.model.generate([job.messages], cfg, logits_processor=job.logits_processor)[0]
+            except BaseException:
+                streamer.end()  # wake the reader; the error comes out of the future below
+                raise
+
+        task = asyncio.ensure_future(self._run(work))
+        stops = job.config.stop
+        full, sent = "", ""
+        try:
+            async for piece in streamer:
+                full += piece
+                shown, stopped = _visible(full, stops, final=False)
+                if len(shown) > len(sent):
+                    yield shown[len(sent) :]
+                    sent = shown
+                if stopped:
+                    cancel.set()
+            gen = await task
+            # The final text decodes all tokens at once; send what was held back (trailing text).
+            if gen.text.startswith(sent):
+                if len(gen.text) > len(sent):
+                    yield gen.text[len(sent) :]
+            else:
+                log.warning("streamed text and the final decode differ; the stream keeps what it sent")
+            yield gen
+        finally:
+            # The client left early: stop at the next token. Cancelling the task is safe: a waiting task
+            # leaves the lock's queue; a running thread finishes its token and then releases the lock.
+            cancel.set()
+            if not task.done():
+                task.cancel()
