@@ -25,13 +25,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("runs",),
     ("detect",),
-    ("predict",),     # may use detect (labels a model's answers to bootstrap a prompt classifier)
-    ("tokens",),      # may use detect and predict
-    ("latent",),      # may use tokens (its policy, the adapters) and everything below
+    ("predict",),  # may use detect (labels a model's answers to bootstrap a prompt classifier)
+    ("tokens",),  # may use detect and predict
+    ("latent",),  # may use tokens (its policy, the adapters) and everything below
     ("attacks",),
     ("customsets",),
     ("evaluate",),
-    ("values",),      # an evaluation of its own: uses evaluate's metrics, plots and report pages
+    ("values",),  # an evaluation of its own: uses evaluate's metrics, plots and report pages
     ("serve",),
     ("cli",),
 ]
@@ -50,8 +50,10 @@ class Violation:
     dst: str
 
     def __str__(self) -> str:
-        return (f"{self.path}:{self.line}: {self.src} (layer {RANK[self.src]}) imports {self.imported} "
-                f"({self.dst}, layer {RANK[self.dst]})")
+        return (
+            f"{self.path}:{self.line}: {self.src} (layer {RANK[self.src]}) imports {self.imported} "
+            f"({self.dst}, layer {RANK[self.dst]})"
+        )
 
 
 def module_name(path: Path, pkg: Path) -> str:
@@ -72,8 +74,11 @@ def lazy_api(pkg: Path) -> dict[str, str]:
     """Return the root package's lazy map (public name -> defining module), read from its source."""
     init = pkg / "__init__.py"
     for node in ast.walk(ast.parse(init.read_text(encoding="utf-8"))):
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        )
         if isinstance(target, ast.Name) and target.id == "_LAZY" and node.value is not None:
             return ast.literal_eval(node.value)
     return {}
@@ -95,13 +100,19 @@ def imports_of(tree: ast.AST, module: str, is_package: bool, api: dict[str, str]
             if mod == ROOT_MODULE:
                 # `from refusalkit import X`: X is a subpackage, a lazy API name, or __version__
                 for a in node.names:
-                    out.append((node.lineno, api.get(a.name, f"{ROOT_MODULE}.{a.name}"
-                                                     if a.name in RANK else ROOT_MODULE)))
+                    out.append(
+                        (node.lineno, api.get(a.name, f"{ROOT_MODULE}.{a.name}" if a.name in RANK else ROOT_MODULE))
+                    )
             else:
                 out.append((node.lineno, mod))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
-              and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             out.append((node.lineno, node.args[0].value))
     return [(ln, m) for ln, m in out if m == ROOT_MODULE or m.startswith(ROOT_MODULE + ".")]
 
@@ -145,8 +156,9 @@ def test_docs_list_the_same_layers():
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- layers -->\n```\n(.*?)```", text, flags=re.S)
     assert m, "docs/architecture.md lost its layer list (a ``` block after <!-- layers -->)"
-    documented = [tuple(w.rstrip(",") for w in ln.split(":", 1)[1].split()) for ln in m.group(1).splitlines()
-                  if ln.strip()]
+    documented = [
+        tuple(w.rstrip(",") for w in ln.split(":", 1)[1].split()) for ln in m.group(1).splitlines() if ln.strip()
+    ]
     assert documented == LAYERS
 
 

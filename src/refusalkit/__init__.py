@@ -30,7 +30,16 @@ _LAZY: dict[str, str] = {
     "PolicyModel": "refusalkit.tokens.generate",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # the names of _LAZY, spelt out so that linters and type checkers see them
+    "__version__",
+    "GenerationConfig",
+    "Policy",
+    "PolicyModel",
+    "get_detector",
+    "get_predictor",
+    "load_model",
+    "run_eval",
+]
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real objects; at run time __getattr__ provides them
     from refusalkit.detect import get_detector

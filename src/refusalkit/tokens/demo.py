@@ -53,8 +53,10 @@ def policy_rows(examples: list[Any], q: np.ndarray, policy: Any) -> list[dict[st
     """Return ``{"category", "expected", "refused", "token"}`` per demo prompt under ``policy``."""
     choice = policy.decide(q)
     toks = policy.scheme.tokens
-    return [{"category": e.category, "expected": e.expected or "refuse", "refused": c < len(toks) - 1,
-             "token": toks[c]} for e, c in zip(examples, choice)]
+    return [
+        {"category": e.category, "expected": e.expected or "refuse", "refused": c < len(toks) - 1, "token": toks[c]}
+        for e, c in zip(examples, choice)
+    ]
 
 
 def profile_test_figures(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,14 +69,18 @@ def profile_test_figures(profiles: dict[str, dict[str, Any]]) -> list[dict[str, 
         if not b:
             continue
         per = prof["test"]["per_category"]
-        rates = {(c.split()[0] if c != "Requests with safety concerns" else "Safety"): d["harmful"]["rate"]
-                 for c, d in per.items() if "harmful" in d}
+        rates = {
+            (c.split()[0] if c != "Requests with safety concerns" else "Safety"): d["harmful"]["rate"]
+            for c, d in per.items()
+            if "harmful" in d
+        }
         out.append({"name": name, "f1": b["f1"], "rates": rates})
     return out
 
 
-def run_tokens_demo(examples: list[Any], *, out_dir: Path, n_examples: int = 3,
-                    max_new_tokens: int = 48) -> TokensDemo | None:
+def run_tokens_demo(
+    examples: list[Any], *, out_dir: Path, n_examples: int = 3, max_new_tokens: int = 48
+) -> TokensDemo | None:
     """Score the demo prompts under the shipped adapter and profiles, answer a few of them under the balanced
     profile and write the calibration curves to ``out_dir``; return a :class:`TokensDemo`, or None when this
     install has no bundled adapter."""
@@ -97,14 +103,15 @@ def run_tokens_demo(examples: list[Any], *, out_dir: Path, n_examples: int = 3,
     # a few answers under the balanced profile (or argmax)
     pol = policy_from_profile(profiles["balanced"]) if "balanced" in profiles else Policy(scheme, rule="argmax")
     pick = examples[:: max(1, len(examples) // max(n_examples, 1))][:n_examples]
-    gens = PolicyModel(hf, pol, ids, emit_respond=emits_respond(info),
-                       answer_model=answer_model_for("default", info)).generate(
-        [e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
+    gens = PolicyModel(
+        hf, pol, ids, emit_respond=emits_respond(info), answer_model=answer_model_for("default", info)
+    ).generate([e.prompt for e in pick], GenerationConfig(max_new_tokens=max_new_tokens))
     pngs: list[str] = []
     curves_file = adir / "profiles" / "curves.json"
     if curves_file.is_file():
         data = json.loads(curves_file.read_text(encoding="utf-8"))
         thr = profiles.get("balanced", {}).get("policy", {}).get("thresholds")
         pngs = plot_curves(data, out_dir, thresholds=thr, title="CoCoNot calibration split, balanced thresholds")
-    return TokensDemo(columns=columns, test_figures=profile_test_figures(profiles),
-                      examples=list(zip(pick, gens)), pngs=pngs)
+    return TokensDemo(
+        columns=columns, test_figures=profile_test_figures(profiles), examples=list(zip(pick, gens)), pngs=pngs
+    )
