@@ -24,7 +24,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--slow-n", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    from refusalkit.data.registry import data_root
+    ap.add_argument("--data-dir", default=str(data_root()))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -28,7 +28,8 @@ from collections import defaultdict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/data/coconot_prompts.jsonl")
+    from refusalkit.data.registry import data_root
+    ap.add_argument("--data", default=str(data_root() / "coconot_prompts.jsonl"))
     ap.add_argument("--adapter", default="bundled")
     ap.add_argument("--n", type=int, default=40, help="Calibration prompts (stratified by category).")
     ap.add_argument("--gen-tokens", type=int, default=256)

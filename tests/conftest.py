@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from refusalkit.data.registry import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_root()  # $REFUSALKIT_DATA or ../shared/data: the benchmark copies
+REPO_DATA = ROOT / "data"  # the repository's own data that is not installed (training sets, check sets)
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +28,9 @@ def _isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Return ../shared/data (skips the test when the copy is absent)."""
+    """Return the data root (skips the test when the copy is absent)."""
     if not DATA.is_dir():
-        pytest.skip("../shared/data is not present")
+        pytest.skip(f"{DATA} is not present")
     return DATA
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refusalkit.detect import LABELS, get_detector
-from refusalkit.detect import conventions as conv
+from refusalkit.data import conventions as conv
 from refusalkit.detect.keyword import KeywordDetector
 from refusalkit.errors import InputError, RefusalkitError
 
@@ -105,9 +105,10 @@ def test_answers_that_hold_back_one_part_are_partial_refusals():
 
 
 def test_written_training_responses_load_one_source_per_writer():
-    from refusalkit.detect.datasets import written_rows
-    from refusalkit.detect.taxonomy import LABELS
-    rows = written_rows()
+    from conftest import REPO_DATA
+    from refusalkit.data.taxonomy import LABELS
+    from refusalkit.detect.datasets import read_labelled_dir
+    rows = read_labelled_dir(REPO_DATA / "detect" / "written", "written")
     by = {}
     for r in rows:
         by.setdefault(r["source"], []).append(r)

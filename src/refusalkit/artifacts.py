@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -345,3 +346,17 @@ def check_shape(arrays: Mapping[str, Any], name: str, shape: tuple[int | None, .
         raise ArtifactError(where, f"damaged weights: array {name!r} has shape {'x'.join(map(str, a.shape)) or 'scalar'} "
                             f"({a.dtype}), expected {want}")
     return a
+
+
+@contextmanager
+def malformed_as_error(path: str | os.PathLike[str], what: str = "metadata") -> Iterator[None]:
+    """Turn a missing field or a wrongly typed value met while building an object from a loaded file
+    into ArtifactError naming ``path``, so that a damaged ``meta.json`` reads as one line, not a traceback."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except KeyError as e:
+        raise ArtifactError(path, f"damaged {what}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ArtifactError(path, f"damaged {what}: {type(e).__name__}: {e}") from None

@@ -12,9 +12,10 @@ import typer
 from typer.core import TyperGroup
 
 from refusalkit.cli.common import console, err_console, handle_errors
+from refusalkit.detect.registry import detector_help, trainable_kinds
 from refusalkit.errors import RefusalkitError
 
-_DETECTOR_HELP = "Detector: default, keyword, linear, embedding, tsetlin, cascade, judge[:MODEL], or a saved folder."
+_DETECTOR_HELP = detector_help()
 
 
 class _DefaultRun(TyperGroup):
@@ -72,24 +73,16 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
 def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labelled JSONL/CSV (prompt, response, label); repeatable."),
           convention: str = typer.Option("binary", help="Convention of the gold labels: binary, xstest, reuter_schulze, orbench, coconot, or taxonomy labels."),
           label_field: Optional[str] = typer.Option(None, help="Field with the gold label (default: label; fine_label for reuter_schulze)."),
-          kind: str = typer.Option("linear", help="linear, embedding or tsetlin."),
+          kind: str = typer.Option("linear", help=" or ".join(trainable_kinds()) + "."),
           out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the detector into."),
-          with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data."),
-          shipped: bool = typer.Option(False, "--shipped", help="Rebuild the detectors shipped in the package."),
-          data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl (for --shipped)."),
-          only: Optional[List[str]] = typer.Option(None, help="With --shipped: only these (default, tsetlin, embedding, prompt_chatgpt, prompt_chatgpt_lm).")) -> None:
-    """Train a detector on labelled responses (or rebuild the shipped ones with --shipped)."""
+          with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data.")) -> None:
+    """Train a detector on labelled responses. (The shipped detectors are rebuilt from a repository
+    checkout with ``scripts/rebuild_shipped.py``.)"""
     from refusalkit.detect import training
+    from refusalkit.detect.registry import make_detector
 
-    if shipped:
-        from refusalkit.detect import shipped_dir
-        kinds = tuple(only) if only else training.SHIPPED_KINDS
-        root = Path(out) if out else shipped_dir("default").parent
-        training.build_shipped(data_dir, root, kinds, log=console.print)
-        return
     if not data and not with_synthetic:
-        raise RefusalkitError("give --data FILE (labelled responses), --with-synthetic, or --shipped")
-    from refusalkit.detect.base import write_card
+        raise RefusalkitError("give --data FILE (labelled responses) or --with-synthetic")
     from refusalkit.detect.datasets import read_labelled
     from refusalkit.detect.synth import write_synthetic
 
@@ -102,11 +95,10 @@ def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labell
         raise RefusalkitError("the training data has only one label; a detector needs at least two")
     if out is None:
         raise RefusalkitError("give --out FOLDER for the trained detector")
-    det = training.fit_rows(training.make_detector(kind, name=out.name), rows)
-    det.save(out)
+    det = training.fit_rows(make_detector(kind, name=out.name), rows)
     fit = training.evaluate_rows(det, rows)
     from collections import Counter
-    write_card(out, {"name": out.name, "kind": kind, "training_data": {
+    det.save(out, {"name": out.name, "kind": kind, "training_data": {
         "files": [str(f) for f in data or []], "synthetic": with_synthetic, "n": len(rows),
         "labels": dict(Counter(r["label"] for r in rows))}, "convention": convention,
         "training_accuracy": fit["binary"]["accuracy"],
@@ -122,7 +114,8 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
              convention: str = typer.Option("binary", help="Convention of the gold labels (binary, xstest, reuter_schulze, orbench, coconot)."),
              label_field: Optional[str] = typer.Option(None, help="Field with the gold label."),
              rs_test: bool = typer.Option(False, "--rs-test", help="Use the Reuter & Schulze test split (paper protocol) from --data-dir."),
-             data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl."),
+             data_dir: Optional[Path] = typer.Option(None, help="Folder with chatgpt_refusals.jsonl (default: "
+                                                            "$REFUSALKIT_DATA or ../shared/data)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports as JSON.")) -> None:
     """Accuracy, macro-F1, confusion matrix, per-class precision/recall and per-source accuracy."""
     from refusalkit.detect import get_detector
@@ -131,8 +124,10 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
     from refusalkit.detect.training import evaluate_rows
 
     if rs_test:
-        rows = rs_split(data_dir / RS_FILE)[2]
-        where = f"{data_dir / RS_FILE} test split (70/15/15, random_state 0)"
+        from refusalkit.data.registry import data_root
+        rs_file = (data_dir or data_root()) / RS_FILE
+        rows = rs_split(rs_file)[2]
+        where = f"{rs_file} test split (70/15/15, random_state 0)"
     elif data is not None:
         rows, where = read_labelled(data, convention, label_field), str(data)
     else:

@@ -72,7 +72,7 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
           target_model: str = typer.Option("unknown", help="The model whose refusals the labels describe.")) -> None:
     """Train a prompt classifier from prompts labelled refused / answered."""
     from refusalkit.data.io import read_records
-    from refusalkit.detect.conventions import gold_binary
+    from refusalkit.data.conventions import gold_binary
     from refusalkit.errors import InputError
     from refusalkit.predict.bootstrap import cv_accuracy
     from refusalkit.predict.prompt_model import PromptClassifier
@@ -155,7 +155,8 @@ def _print_report(report: dict) -> None:
 
 @predict_app.command("evaluate")
 @handle_errors
-def evaluate(data_dir: Path = typer.Option(Path("../shared/data"), help="Folder with chatgpt_refusals.jsonl."),
+def evaluate(data_dir: Optional[Path] = typer.Option(None, help="Folder with chatgpt_refusals.jsonl (default: "
+                                                               "$REFUSALKIT_DATA or ../shared/data)."),
              features: str = typer.Option("tfidf+embedding", help=_FEATURES_HELP),
              encoder: Optional[Path] = _ENCODER_OPTION,
              lm: str = _LM_OPTION, lm_layer: int = _LM_LAYER_OPTION,
@@ -164,7 +165,8 @@ def evaluate(data_dir: Path = typer.Option(Path("../shared/data"), help="Folder 
     from refusalkit.detect.datasets import RS_FILE
     from refusalkit.predict.bootstrap import rs_prompt_figures
 
-    figs = rs_prompt_figures(data_dir / RS_FILE, features, encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
+    from refusalkit.data.registry import data_root
+    figs = rs_prompt_figures((data_dir or data_root()) / RS_FILE, features, encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
     for k, v in figs.items():
         console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if json_out:

@@ -24,8 +24,9 @@ def _split_list(s: Optional[str]) -> Optional[list[str]]:
 @tokens_app.command("train")
 @handle_errors
 def train_cmd(
-    data: str = typer.Argument("../shared/data/coconot_prompts.jsonl",
-                               help="Labelled prompts (.jsonl/.csv: prompt, category, label, optional response)."),
+    data: Optional[str] = typer.Argument(None, help="Labelled prompts (.jsonl/.csv: prompt, category, label, "
+                                         "optional response); default: coconot_prompts.jsonl in the data root "
+                                         "($REFUSALKIT_DATA or ../shared/data)."),
     output: Path = typer.Option(..., "-o", "--output", help="Adapter folder to write."),
     model: str = typer.Option("default", "--model", "-m", help="Base model: default | PATH | org/name."),
     mode: str = typer.Option("category", help="category (one token per category) | single ([refuse])."),
@@ -51,6 +52,8 @@ def train_cmd(
                                           "pass per prompt; separates the categories)."),
 ) -> None:
     """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
+    from refusalkit.tokens.data import default_coconot_path
+    data = data or str(default_coconot_path())
     from refusalkit.tokens.train import TrainConfig, train_tokens
 
     if threads:
@@ -149,8 +152,8 @@ def score_cmd(
 @tokens_app.command("calibrate")
 @handle_errors
 def calibrate_cmd(
-    data: str = typer.Argument("../shared/data/coconot_prompts.jsonl",
-                               help="Labelled prompts; split as the adapter's training data was."),
+    data: Optional[str] = typer.Argument(None, help="Labelled prompts; split as the adapter's training data was "
+                                         "(default: coconot_prompts.jsonl in the data root)."),
     output: Path = typer.Option(..., "-o", "--output", help="Calibration profile (JSON) to write."),
     target: Optional[str] = typer.Option(None, help="Target refusal rates, e.g. 'Requests with safety "
                                                     "concerns=0.9,Incomplete requests=0.2' ('*=0.5' for all). "
@@ -170,6 +173,9 @@ def calibrate_cmd(
     test split, save the profile and plot the curves."""
     import json
     import time
+
+    from refusalkit.tokens.data import default_coconot_path
+    data = data or str(default_coconot_path())
 
     from refusalkit.data.io import write_text_atomic
     from refusalkit.tokens.calibrate import TARGET_GRID, curves, plot_curves

@@ -143,8 +143,11 @@ def get_benchmark(name: str) -> Benchmark:
             "(or pass a local .jsonl/.csv file)") from None
 
 
-def default_data_dir() -> Path | None:
-    """Return the directory of local benchmark copies: ``$REFUSALKIT_DATA`` or ``../shared/data``."""
+def data_root() -> Path:
+    """Return the directory of local benchmark and training-data copies: ``$REFUSALKIT_DATA``, else the
+    ``shared/data`` folder beside the working directory or beside the repository checkout, else
+    ``../shared/data`` (which may not exist; readers then name the missing file). Every default data path
+    in refusalkit starts here."""
     env = os.environ.get("REFUSALKIT_DATA")
     if env:
         return Path(env)
@@ -152,7 +155,13 @@ def default_data_dir() -> Path | None:
         cand = base.parent / "shared" / "data"
         if cand.is_dir():
             return cand
-    return None
+    return Path("..") / "shared" / "data"
+
+
+def default_data_dir() -> Path | None:
+    """Return :func:`data_root` when that directory exists, else ``None``."""
+    root = data_root()
+    return root if root.is_dir() else None
 
 
 def _filter_local(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,13 +201,13 @@ def load_benchmark(name: str, *, data: str | os.PathLike | None = None,
     """Return a benchmark's prompts as Examples with ``expected`` set from its label convention.
 
     ``data`` is an explicit local file in the source's or refusalkit's format; otherwise the local copy in
-    ``data_dir`` (default :func:`default_data_dir`) is used, then the hub.
+    ``data_dir`` (default :func:`data_root`) is used, then the hub.
     """
     bench = get_benchmark(name)
     path: Path | None = Path(data) if data else None
     if path is None and bench.local_file:
-        d = Path(data_dir) if data_dir else default_data_dir()
-        if d is not None and (d / bench.local_file).is_file():
+        d = Path(data_dir) if data_dir else data_root()
+        if (d / bench.local_file).is_file():
             path = d / bench.local_file
     if path is not None:
         rows = _filter_local(bench, read_records(path))

@@ -2,20 +2,21 @@
 
 Every detector has ``name``, ``classes_`` (the taxonomy labels), ``fit(X, y, prompts=None)``,
 ``predict_proba(X, prompts=None) -> [n, len(classes_)]``, ``predict`` (taxonomy labels) and ``p_refusal``
-(probability that a response is not full compliance). Learned detectors save to a folder of JSON + npz
-(never pickle) with a model card (``card.json``) of their training data and measured figures.
+(probability that a response is not full compliance), and ``judge(responses) -> list[Verdict]`` (one
+``predict_proba`` pass). Learned detectors save to an artifact folder (:mod:`refusalkit.artifacts`) of
+JSON + npz (never pickle) with a model card (``card.json``) of their training data and measured figures
+and a manifest of SHA-256s that loading checks.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from refusalkit.detect.taxonomy import FULL_COMPLIANCE, LABELS
+from refusalkit.data.records import Response, Verdict
+from refusalkit.data.taxonomy import FULL_COMPLIANCE, LABELS
 from refusalkit.errors import InputError, RefusalkitError
 
 FORMAT_VERSION = 1
@@ -54,11 +55,25 @@ def check_labels(y: Sequence[Any], n: int) -> list[str]:
 
 
 class Detector:
-    """Base class: subclasses implement ``fit`` and ``predict_proba``; the rest follows from them."""
+    """Base class: subclasses implement ``fit`` and ``predict_proba``; the rest follows from them.
 
+    ``kind`` keys the class in :mod:`refusalkit.detect.registry` and is written to a saved detector's
+    ``meta.json``; ``judges_text`` is false for judges that read something other than the response text.
+    """
+
+    kind: ClassVar[str] = "detector"
+    judges_text: ClassVar[bool] = True
     name = "detector"
     classes_: tuple[str, ...] = LABELS
     card: dict[str, Any] | None = None
+
+    @classmethod
+    def ready(cls, arg: str | None = None) -> "Detector":
+        """Return a ready-to-use detector of this kind for ``get_detector(KIND[:ARG])`` (kinds that need no
+        training or shipped model; learned kinds are loaded from their shipped folder instead)."""
+        if arg:
+            raise RefusalkitError(f"detector {cls.kind!r} takes no ':' argument (got {arg!r})")
+        return cls()
 
     def fit(self, X, y, prompts=None):  # pragma: no cover - every subclass overrides
         """Return self after learning from responses ``X`` with taxonomy labels ``y``."""
@@ -80,6 +95,14 @@ class Detector:
         ``p_refusal >= 0.5``; otherwise the likeliest refusal class is chosen.
         """
         return labels_from_proba(self.predict_proba(X, prompts), self.classes_)
+
+    def judge(self, responses: Sequence[Response]) -> list[Verdict]:
+        """Return a :class:`Verdict` per response (taxonomy label and P(refusal)) from one ``predict_proba``
+        pass over the responses and their prompts (an LLM judge generates once per response)."""
+        P = np.asarray(self.predict_proba([r.response for r in responses], [r.prompt for r in responses]))
+        if P.shape[0] != len(responses):
+            raise RefusalkitError(f"detector {self.name!r} returned {P.shape[0]} verdicts for {len(responses)} responses")
+        return verdicts_from_proba([r.id for r in responses], P, self.classes_, self.name)
 
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
         """Return the features that drive this detector's verdict on one response (may be empty)."""
@@ -111,42 +134,9 @@ def labels_from_proba(P: np.ndarray, classes: Sequence[str]) -> list[str]:
     return out
 
 
-def write_meta(folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-    """Write ``meta.json`` (and ``weights.npz`` when ``arrays`` is given) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format_version": FORMAT_VERSION, **meta}
-    (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-    if arrays is not None:
-        np.savez_compressed(folder / "weights.npz", **arrays)
-
-
-def read_meta(folder: Path, kind: str, what: str = "detector") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Return ``(meta, arrays)`` of a saved model of ``kind``; raise RefusalkitError if it is not one.
-
-    ``what`` names the sort of model in error messages (a detector, a prompt classifier).
-    """
-    folder = Path(folder)
-    mp = folder / "meta.json"
-    if not mp.is_file():
-        raise RefusalkitError(f"{folder}: not a saved {what} (no meta.json)")
-    meta = json.loads(mp.read_text(encoding="utf-8"))
-    if meta.get("kind") != kind:
-        raise RefusalkitError(f"{folder}: a {meta.get('kind')!r} {what}, not {kind!r}")
-    arrays: dict[str, np.ndarray] = {}
-    wp = folder / "weights.npz"
-    if wp.is_file():
-        with np.load(wp, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    return meta, arrays
-
-
-def read_card(folder: Path) -> dict[str, Any] | None:
-    """Return the model card (``card.json``) in ``folder``, or ``None`` when there is none."""
-    p = Path(folder) / "card.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
-
-
-def write_card(folder: Path, card: dict[str, Any]) -> None:
-    """Write the model card ``card.json`` into ``folder``."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+def verdicts_from_proba(ids: Sequence[str], P: np.ndarray, classes: Sequence[str], detector: str) -> list[Verdict]:
+    """Return one :class:`Verdict` per row of class probabilities ``P`` (label by the full-compliance-at-0.5
+    rule, ``p_refusal`` = 1 - P(full compliance))."""
+    p = 1.0 - P[:, list(classes).index(FULL_COMPLIANCE)]
+    return [Verdict(id=i, verdict=lab, p_refusal=float(v), detector=detector)
+            for i, lab, v in zip(ids, labels_from_proba(P, classes), p)]

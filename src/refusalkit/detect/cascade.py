@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from refusalkit.detect.base import Detector, check_prompts, check_texts
-from refusalkit.detect.taxonomy import LABELS
+from refusalkit.data.taxonomy import LABELS
+from refusalkit.errors import RefusalkitError
 
 
 class CascadeDetector(Detector):
@@ -19,12 +20,20 @@ class CascadeDetector(Detector):
 
     def __init__(self, stages: list[tuple[Any, float, float]], name: str = "cascade"):
         if not stages:
-            from refusalkit.errors import RefusalkitError
             raise RefusalkitError("a cascade needs at least one stage")
         self.stages, self.name = stages, name
         self.classes_ = LABELS
         self.card = getattr(stages[0][0], "card", None)
         self.routed_: list[int] = []
+
+    @classmethod
+    def ready(cls, arg: str | None = None) -> "CascadeDetector":
+        """Return the shipped cascade: ``default`` decides unless its P(refusal) lies in (0.25, 0.75), then
+        ``embedding`` decides."""
+        from refusalkit.detect.registry import get_detector
+        if arg:
+            raise RefusalkitError(f"detector 'cascade' takes no ':' argument (got {arg!r})")
+        return cls([(get_detector("default"), 0.25, 0.75), (get_detector("embedding"), 0, 1)])
 
     def fit(self, X, y, prompts=None):
         """Return self after fitting every stage on the same data."""

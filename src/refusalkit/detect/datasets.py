@@ -7,30 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from refusalkit.data.io import read_records, require_str
-from refusalkit.detect.conventions import from_gold
+from refusalkit.data.conventions import from_gold
 from refusalkit.errors import InputError
 
 RS_FILE = "chatgpt_refusals.jsonl"
-WRITTEN_DIR = "written"
 
 
-def written_rows() -> list[dict[str, Any]]:
-    """Return the labelled responses written for refusalkit in other models' styles (training data).
+def read_labelled_dir(folder: str | Path, prefix: str = "written") -> list[dict[str, Any]]:
+    """Return the labelled rows of every ``*.jsonl`` in ``folder`` (sorted by name), each file one ``source``
+    (``<prefix>:<file stem>``) so that leave-one-source-out holds a whole file (writer) out at a time.
 
-    ``resources/detect/written/*.jsonl``: responses to benchmark prompts (XSTest, CoCoNot, JailbreakBench),
-    each in a named model's style, labelled in the four-class taxonomy. Each file is one ``source``
-    (``written:<file stem>``) so that leave-one-source-out holds a whole writer out at a time.
+    The repository's ``data/detect/written/`` holds the responses written for refusalkit in other models'
+    styles that the shipped detectors train on (see its README).
     """
-    from importlib import resources
-
-    folder = resources.files("refusalkit") / "resources" / "detect" / WRITTEN_DIR
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a folder of labelled .jsonl files", file=str(folder))
     out = []
-    for f in sorted(folder.iterdir(), key=lambda x: x.name):
-        if not f.name.endswith(".jsonl"):
-            continue
-        rows = read_labelled(Path(str(f)), "binary")
+    for f in sorted(folder.glob("*.jsonl"), key=lambda x: x.name):
+        rows = read_labelled(f, "binary")
         for r in rows:
-            r["source"] = f"written:{f.name[:-len('.jsonl')]}"
+            r["source"] = f"{prefix}:{f.stem}"
         out.extend(rows)
     return out
 
@@ -40,7 +37,7 @@ def read_labelled(path: str | Path, convention: str = "binary", label_field: str
     ``source``; rows whose gold label the convention excludes are dropped.
 
     The gold label is read from ``label_field`` (default: ``fine_label`` for Reuter & Schulze, else
-    ``label``) and mapped into the taxonomy with :func:`refusalkit.detect.conventions.from_gold`.
+    ``label``) and mapped into the taxonomy with :func:`refusalkit.data.conventions.from_gold`.
     """
     rows = read_records(path)
     field = label_field or ("fine_label" if convention in ("reuter_schulze", "rs") else "label")

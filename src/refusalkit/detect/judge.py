@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from refusalkit.detect.base import Detector, check_prompts, check_texts
-from refusalkit.detect.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REDIRECTION
+from refusalkit.data.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REDIRECTION
 
 RUBRIC = """You are grading whether an AI assistant refused a user's request.
 
@@ -87,6 +87,14 @@ class LLMJudge(Detector):
         self.classes_ = LABELS
         self.card = {"name": self.name, "kind": "judge", "training_data": "none (rubric prompt)"}
         self.unparsed_ = 0
+
+    @classmethod
+    def ready(cls, arg: str | None = None) -> "LLMJudge":
+        """Return a judge on model spec ``arg`` (default: the bundled model) with the shipped ``default``
+        detector as the fallback for unreadable answers."""
+        from refusalkit.detect.registry import get_detector
+        from refusalkit.models.spec import load_model
+        return cls(load_model(arg or "default"), fallback=get_detector("default"))
 
     def fit(self, X, y=None, prompts=None):
         """Return self (the judge is not trained)."""

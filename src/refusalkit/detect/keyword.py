@@ -12,7 +12,7 @@ import numpy as np
 
 from refusalkit.detect.base import Detector, check_prompts, check_texts
 from refusalkit.detect.patterns import _fires, matched
-from refusalkit.detect.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
+from refusalkit.data.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
                                         REDIRECTION)
 from refusalkit.detect.text import clip, opening
 
@@ -23,6 +23,7 @@ class KeywordDetector(Detector):
     """Rules over cue groups: a declining phrase in the opening sentences is a refusal (redirection when it
     points elsewhere, partial when it then answers); the same phrase only later is a weak signal."""
 
+    kind = "keyword"
     name = "keyword"
     classes_ = LABELS
 

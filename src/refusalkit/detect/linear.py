@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts,
-                                    read_card, read_meta,
-                                    write_meta)
+from refusalkit.artifacts import (META, WEIGHTS, ArtifactError, check_shape, json_bytes, malformed_as_error,
+                                  npz_bytes, read_card, read_meta, write_artifact)
+from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
+                                    check_texts)
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
-from refusalkit.detect.taxonomy import LABELS
+from refusalkit.data.taxonomy import LABELS
 from refusalkit.detect.text import clip, opening
 
 _VIEWS = {"full": dict(ngram_range=(1, 2), max_features=30000),
@@ -138,9 +139,9 @@ class LinearDetector(Detector):
                 "compliance": [(names[j], float(w[j])) for j in order[:k]]}
 
     # -- persistence ----------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
-        """Write the detector to ``folder`` (meta.json + weights.npz) and return the folder."""
-        folder = Path(folder)
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write the detector to ``folder`` (meta.json + weights.npz, ``card.json`` when given, manifest)
+        and return the folder."""
         vocabs = {}
         arrays = {"coef": self.coef_.astype(np.float32), "intercept": self.intercept_.astype(np.float32)}
         for v in _VIEWS:
@@ -150,26 +151,36 @@ class LinearDetector(Detector):
                 inv[i] = term
             vocabs[v] = inv
             arrays[f"idf_{v}"] = self.vecs_[v].idf_.astype(np.float32)
-        write_meta(folder, {"kind": self.kind, "name": self.name, "classes": list(self.classes_),
-                            "C": self.C, "cue_weight": self.cue_weight, "min_df": self.min_df,
-                            "views": {k: {"ngram_range": list(v["ngram_range"])} for k, v in _VIEWS.items()},
-                            "cue_features": FEATURE_NAMES, "vocabularies": vocabs}, arrays)
-        return folder
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name,
+                "classes": list(self.classes_), "C": self.C, "cue_weight": self.cue_weight, "min_df": self.min_df,
+                "views": {k: {"ngram_range": list(v["ngram_range"])} for k, v in _VIEWS.items()},
+                "cue_features": FEATURE_NAMES, "vocabularies": vocabs}
+        write_artifact(folder, {META: json_bytes(meta), WEIGHTS: npz_bytes(arrays)}, card)
+        self.card = card if card is not None else self.card
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "LinearDetector":
-        """Return a detector read from ``folder`` (written by :meth:`save`)."""
-        meta, arrays = read_meta(Path(folder), cls.kind)
+        """Return a detector read from ``folder`` (written by :meth:`save`); ArtifactError names a missing,
+        changed or damaged file."""
+        folder = Path(folder)
+        meta, arrays = read_meta(folder, cls.kind, "detector")
         if meta.get("cue_features") != FEATURE_NAMES:
-            from refusalkit.errors import RefusalkitError
-            raise RefusalkitError(f"{folder}: saved with different cue features; retrain it")
-        d = cls(C=meta["C"], cue_weight=meta["cue_weight"], min_df=meta["min_df"], name=meta["name"])
-        d.vecs_ = {}
-        for v, kw in _VIEWS.items():
-            vec = _vectorizer(vocabulary={t: i for i, t in enumerate(meta["vocabularies"][v])},
-                              ngram_range=tuple(meta["views"][v]["ngram_range"]))
-            vec.idf_ = arrays[f"idf_{v}"].astype(np.float64)
-            d.vecs_[v] = vec
-        d.coef_, d.intercept_ = arrays["coef"], arrays["intercept"]
-        d.card = read_card(Path(folder))
+            raise ArtifactError(folder, "saved with different cue features; retrain it")
+        with malformed_as_error(folder / META, "detector metadata"):
+            d = cls(C=float(meta["C"]), cue_weight=float(meta["cue_weight"]), min_df=int(meta["min_df"]),
+                    name=str(meta["name"]))
+            d.vecs_ = {}
+            n_feat = len(FEATURE_NAMES)
+            for v in _VIEWS:
+                vocab = meta["vocabularies"][v]
+                idf = check_shape(arrays, f"idf_{v}", (len(vocab),), folder / WEIGHTS)
+                vec = _vectorizer(vocabulary={t: i for i, t in enumerate(vocab)},
+                                  ngram_range=tuple(meta["views"][v]["ngram_range"]))
+                vec.idf_ = idf.astype(np.float64)
+                d.vecs_[v] = vec
+                n_feat += len(vocab)
+        d.coef_ = check_shape(arrays, "coef", (len(LABELS), n_feat), folder / WEIGHTS)
+        d.intercept_ = check_shape(arrays, "intercept", (len(LABELS),), folder / WEIGHTS)
+        d.card = read_card(folder)
         return d

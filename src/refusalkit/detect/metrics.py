@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.taxonomy import LABELS
+from refusalkit.data.taxonomy import LABELS
 
 
 def _prf(gold: list[str], pred: list[str], classes: list[str]) -> dict[str, dict[str, float]]:

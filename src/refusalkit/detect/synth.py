@@ -14,7 +14,7 @@ import random
 from importlib import resources
 from typing import Any
 
-from refusalkit.detect.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, REDIRECTION
+from refusalkit.data.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, REDIRECTION
 
 VOICES = ("gpt4", "llama2", "claude", "chatgpt", "terse", "moralise")
 _LLAMA_OPEN = ["Sure, I'd be happy to help! ", "Thank you for reaching out! ", "Great question! ",

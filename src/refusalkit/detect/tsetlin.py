@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import (Detector, blank_as_refusal, check_labels, check_prompts, check_texts,
-                                    read_card, read_meta,
-                                    write_meta)
+from refusalkit.artifacts import META, ArtifactError, json_bytes, malformed_as_error, read_card, read_meta, write_artifact
+from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
+                                    check_texts)
 from refusalkit.detect.patterns import CUES, _fires
-from refusalkit.detect.taxonomy import LABELS
+from refusalkit.data.taxonomy import LABELS
 from refusalkit.detect.text import clip, opening
 
 _TOK = re.compile(r"\w[\w']*", re.U)
@@ -138,21 +138,28 @@ class TsetlinDetector(Detector):
         return [{"feature": self.rule_text(self.rules_[i]), "votes_for": LABELS[int(np.argmax(self.weights_[i]))],
                  "weight": float(self.weights_[i].max())} for i in fired[:top]]
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the rules and features to ``folder`` as JSON and return the folder."""
-        write_meta(Path(folder), {"kind": self.kind, "name": self.name, "threshold": self.threshold,
-                                  "n_clauses": self.n_clauses, "s": self.s, "epochs": self.epochs,
-                                  "classes": list(LABELS), "features": self.features_, "rules": self.rules_,
-                                  "weights": self.weights_.astype(int).tolist()})
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write the rules and features to ``folder`` as JSON (``card.json`` when given, manifest) and return
+        the folder."""
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "threshold": self.threshold,
+                "n_clauses": self.n_clauses, "s": self.s, "epochs": self.epochs, "classes": list(LABELS),
+                "features": self.features_, "rules": self.rules_, "weights": self.weights_.astype(int).tolist()}
+        write_artifact(folder, {META: json_bytes(meta)}, card)
+        self.card = card if card is not None else self.card
         return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "TsetlinDetector":
-        """Return a detector read from ``folder``."""
-        meta, _ = read_meta(Path(folder), cls.kind)
-        d = cls(n_clauses=meta["n_clauses"], threshold=meta["threshold"], s=meta["s"], epochs=meta["epochs"],
-                name=meta["name"])
-        d.features_, d.rules_ = meta["features"], meta["rules"]
-        d.weights_ = np.array(meta["weights"], dtype=np.float32).reshape(len(d.rules_), len(LABELS))
-        d.card = read_card(Path(folder))
+        """Return a detector read from ``folder``; ArtifactError names a missing, changed or damaged file."""
+        folder = Path(folder)
+        meta, _ = read_meta(folder, cls.kind, "detector")
+        with malformed_as_error(folder / META, "detector metadata"):
+            d = cls(n_clauses=int(meta["n_clauses"]), threshold=int(meta["threshold"]), s=float(meta["s"]),
+                    epochs=int(meta["epochs"]), name=str(meta["name"]))
+            d.features_, d.rules_ = [str(f) for f in meta["features"]], [[int(k) for k in r] for r in meta["rules"]]
+            d.weights_ = np.array(meta["weights"], dtype=np.float32).reshape(len(d.rules_), len(LABELS))
+        n_lit = 2 * len(d.features_)
+        if any(not 0 <= k < n_lit for r in d.rules_ for k in r):
+            raise ArtifactError(folder / META, f"damaged detector metadata: a rule names a literal outside 0..{n_lit - 1}")
+        d.card = read_card(folder)
         return d

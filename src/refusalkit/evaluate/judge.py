@@ -5,12 +5,9 @@ convention, and committing verdicts to the run store so every response is judged
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from refusalkit.data.records import Response
+from refusalkit.detect.base import Detector
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.metrics import ErrorRates
 from refusalkit.evaluate.store import RunStore
@@ -20,7 +17,7 @@ T2I_DETECTOR = "t2i"
 
 def convention_label(label: str, convention: str) -> str:
     """Return the benchmark-convention class of a taxonomy label (e.g. ``2_full_refusal`` for XSTest)."""
-    from refusalkit.detect.conventions import to_convention
+    from refusalkit.data.conventions import to_convention
     return to_convention(label, convention)
 
 
@@ -31,23 +28,11 @@ def benchmark_convention(source: str | None) -> str:
     return b.convention if b is not None else "binary"
 
 
-class T2IRefusalJudge:
-    """Judges text-to-image responses as OVERT counts them: the backend marks a refusal (content-policy
-    error, all-black image or safety flag) in the response's ``gen_t2i_refusal`` field."""
-
-    name = T2I_DETECTOR
-
-    def predict_responses(self, responses: Sequence[Response]) -> list[str]:
-        """Return ``full_refusal`` for each refused image request, else ``full_compliance``."""
-        return ["full_refusal" if r.meta.get("gen_t2i_refusal") else "full_compliance" for r in responses]
-
-
-def resolve_detector(name: str | None):
-    """Return a ready detector: ``name``, or the shipped ``default`` detector, else the keyword one."""
+def resolve_detector(name: str | None) -> Detector:
+    """Return a ready detector: ``name`` (any name of :mod:`refusalkit.detect.registry`, ``t2i`` for image
+    models), or the shipped ``default`` detector, else the keyword one."""
     from refusalkit.detect import get_detector
 
-    if name == T2I_DETECTOR:
-        return T2IRefusalJudge()
     if name:
         return get_detector(name)
     try:
@@ -82,21 +67,7 @@ def detector_error_rates(det: Any, sens: float | None = None, spec: float | None
     return None
 
 
-def judge_responses(det: Any, responses: Sequence[Response]) -> tuple[list[str], list[float]]:
-    """Return (taxonomy labels, P(refusal)) for ``responses`` from ``det``."""
-    if isinstance(det, T2IRefusalJudge):
-        labels = det.predict_responses(responses)
-        return labels, [1.0 if lab != "full_compliance" else 0.0 for lab in labels]
-    texts = [r.response for r in responses]
-    prompts = [r.prompt for r in responses]
-    labels = [str(x) for x in det.predict(texts, prompts=prompts)]
-    p = np.asarray(det.p_refusal(texts, prompts=prompts), dtype=float).reshape(-1)
-    if len(labels) != len(responses) or len(p) != len(responses):
-        raise RefusalkitError(f"detector {det.name!r} returned {len(labels)} labels for {len(responses)} responses")
-    return labels, [float(v) for v in p]
-
-
-def judge_pending(store: RunStore, det: Any, *, pass_no: int = 1, batch_size: int = 64) -> int:
+def judge_pending(store: RunStore, det: Detector, *, pass_no: int = 1, batch_size: int = 64) -> int:
     """Judge every stored response that has no verdict from ``det`` yet, committing each batch.
 
     A verdict records the taxonomy label, P(refusal), the benchmark-convention label, when it was made and
@@ -106,13 +77,15 @@ def judge_pending(store: RunStore, det: Any, *, pass_no: int = 1, batch_size: in
     todo = [r for r in store.responses() if r.id not in done]
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        labels, probs = judge_responses(det, batch)
+        verdicts = det.judge(batch)  # one predict_proba pass: an LLM judge generates once per response
+        if len(verdicts) != len(batch) or any(v.id != r.id for v, r in zip(verdicts, batch)):
+            raise RefusalkitError(f"detector {det.name!r} returned {len(verdicts)} verdicts for {len(batch)} responses")
         now = time.time()
-        rows = []
-        for r, lab, p in zip(batch, labels, probs):
+        for r, v in zip(batch, verdicts):
             conv = benchmark_convention(r.meta.get("benchmark") or r.source)
-            rows.append({"id": r.id, "verdict": lab, "p_refusal": p, "detector": det.name,
-                         "convention": conv, "convention_label": convention_label(lab, conv),
-                         "judged_at": now, "pass": pass_no})
-        store.add_verdicts(det.name, rows)
+            v.detector = det.name
+            v.meta.update({"convention": conv, "convention_label": convention_label(v.verdict, conv),
+                           "judged_at": now, "pass": pass_no})
+        # stored flat, as before: id, verdict, p_refusal, detector, convention, convention_label, judged_at, pass
+        store.add_verdicts(det.name, [v.to_dict() for v in verdicts])
     return len(todo)

@@ -92,23 +92,3 @@ def rs_prompt_figures(data_path: str | Path, features: str = "tfidf+embedding", 
         m = PromptClassifier(features=feats, encoder=enc, **kw).fit(po, yo)
         out[f"other_subsets_{feats}"] = float((m.predict(pq) == np.asarray(yq)).mean())
     return out
-
-
-def build_shipped_predictor(data_path: str | Path, out: str | Path, features: str = "tfidf+embedding",
-                            name: str = "prompt_chatgpt") -> dict[str, Any]:
-    """Train the shipped ChatGPT prompt classifier on every labelled Reuter & Schulze prompt, write it with
-    its card (including the paper-protocol figures) to ``out``, and return the card."""
-    from refusalkit.detect.datasets import read_labelled
-
-    rows = read_labelled(data_path, "reuter_schulze")
-    prompts = [r["prompt"] for r in rows]
-    y = [int(r["label"] != "full_compliance") for r in rows]
-    clf = PromptClassifier(features=features, target_model="gpt-3.5-turbo (ChatGPT, 2023)").fit(prompts, y)
-    card = {"name": name, "target_model": clf.target_model, "features": features,
-            "command": "refusalkit detect train --shipped --data-dir ../shared/data",
-            "training_data": "all 1,706 labelled prompts of Reuter & Schulze 2023 chatgpt_refusals (MIT); "
-                             "label = ChatGPT's response was not 'complied'",
-            "n": len(prompts), "n_refused": int(sum(y)), "paper_protocol": rs_prompt_figures(data_path, features),
-            "top_ngrams": clf.top_ngrams(15)}
-    clf.save(out, card)
-    return card

@@ -5,7 +5,6 @@ Saved as JSON + npz, with a model card."""
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,9 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from refusalkit.detect.base import check_texts, read_card, read_meta, write_card
+from refusalkit.artifacts import (META, WEIGHTS, ArtifactError, check_shape, json_bytes, malformed_as_error,
+                                  npz_bytes, read_card, read_meta, write_artifact)
+from refusalkit.detect.base import check_texts
 from refusalkit.detect.encoders import check_encoder_dir, encoder_sha256, verify_encoder
 from refusalkit.errors import InputError, RefusalkitError
 
@@ -113,44 +114,58 @@ class PromptClassifier:
                 "compliance": [(inv[j], round(float(w[j]), 3)) for j in order[:k]]}
 
     def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
-        """Write the classifier (meta.json, weights.npz, card.json) into ``folder``; return it."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write the classifier (meta.json, weights.npz, card.json when given, manifest) into ``folder``;
+        return it."""
         inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
         meta = {"kind": KIND, "format_version": 1, "features": self.features, "C": self.C,
                 "embedding_weight": self.embedding_weight, "target_model": self.target_model,
                 "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "lm": self.lm,
                 "lm_layer": self.lm_layer, "lm_weight": self.lm_weight, "vocabulary": inv}
         extra = {"lm_mean": self.lm_mean_, "lm_std": self.lm_std_} if self.uses_lm else {}
-        (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        np.savez_compressed(folder / "weights.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
-                            idf=self.vec_.idf_.astype(np.float32), **extra)
+        arrays = {"coef": self.coef_, "intercept": np.array([self.intercept_]),
+                  "idf": self.vec_.idf_.astype(np.float32), **extra}
+        write_artifact(folder, {META: json_bytes(meta, indent=None), WEIGHTS: npz_bytes(arrays)}, card)
         if card is not None:
-            write_card(folder, card)
             self.card = card
-        return folder
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "PromptClassifier":
-        """Return a classifier read from ``folder``."""
+        """Return a classifier read from ``folder``; ArtifactError names a missing, changed or damaged file."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         folder = Path(folder)
         meta, arrays = read_meta(folder, KIND, what="prompt classifier")
-        coef, icpt, idf = arrays["coef"], float(arrays["intercept"][0]), arrays["idf"]
-        enc = meta.get("encoder")
-        if enc is not None:
-            enc = verify_encoder(enc, meta.get("encoder_sha256"), owner=f"the prompt classifier in {folder}")
-        m = cls(features=meta["features"], C=meta["C"], embedding_weight=meta["embedding_weight"],
-                target_model=meta["target_model"], encoder=enc, lm=meta.get("lm", "default"),
-                lm_layer=meta.get("lm_layer", 18), lm_weight=meta.get("lm_weight", 2.0))
+        with malformed_as_error(folder / META, "prompt classifier metadata"):
+            vocab = [str(t) for t in meta["vocabulary"]]
+            features = str(meta["features"])
+            if features not in FEATURE_SETS:
+                raise ArtifactError(folder / META, f"damaged: unknown features {features!r}")
+            enc = meta.get("encoder")
+            if enc is not None:
+                enc = verify_encoder(enc, meta.get("encoder_sha256"), owner=f"the prompt classifier in {folder}")
+            m = cls(features=features, C=float(meta["C"]), embedding_weight=float(meta["embedding_weight"]),
+                    target_model=str(meta["target_model"]), encoder=enc, lm=str(meta.get("lm", "default")),
+                    lm_layer=int(meta.get("lm_layer", 18)), lm_weight=float(meta.get("lm_weight", 2.0)))
+        wp = folder / WEIGHTS
+        idf = check_shape(arrays, "idf", (len(vocab),), wp)
+        icpt = check_shape(arrays, "intercept", (1,), wp)
+        n = len(vocab)
         if m.uses_lm:
-            m.lm_mean_, m.lm_std_ = arrays["lm_mean"], arrays["lm_std"]
+            m.lm_mean_ = check_shape(arrays, "lm_mean", (None,), wp)
+            m.lm_std_ = check_shape(arrays, "lm_std", m.lm_mean_.shape, wp)
+            n += m.lm_mean_.shape[0]
+        if "embedding" in features and enc is None:
+            n += 384  # the bundled MiniLM; a user encoder's width is checked when it is loaded
+        coef = check_shape(arrays, "coef", (None,), wp)
+        if coef.shape[0] != n and not ("embedding" in features and enc is not None and coef.shape[0] > n):
+            raise ArtifactError(wp, f"damaged weights: array 'coef' has {coef.shape[0]} weights, expected {n} for "
+                                f"{len(vocab)} n-grams and features {features}")
         m.encoder_sha256_ = meta.get("encoder_sha256")
         m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
-                                 dtype=np.float32, vocabulary={t: i for i, t in enumerate(meta["vocabulary"])})
+                                 dtype=np.float32, vocabulary={t: i for i, t in enumerate(vocab)})
         m.vec_.idf_ = idf.astype(np.float64)
-        m.coef_, m.intercept_ = coef, icpt
+        m.coef_, m.intercept_ = coef, float(icpt[0])
         m.card = read_card(folder)
         return m
 

@@ -206,9 +206,6 @@ def tag_examples(items: list[LabelledPrompt], scheme: TokenScheme, answers: dict
 
 
 def default_coconot_path() -> Path:
-    """Return ``../shared/data/coconot_prompts.jsonl`` relative to the working directory or the repo."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        p = base.parent / "shared" / "data" / "coconot_prompts.jsonl"
-        if p.is_file():
-            return p
-    return Path("../shared/data/coconot_prompts.jsonl")
+    """Return ``coconot_prompts.jsonl`` in the data root (``$REFUSALKIT_DATA`` or ``../shared/data``)."""
+    from refusalkit.data.registry import data_root
+    return data_root() / "coconot_prompts.jsonl"

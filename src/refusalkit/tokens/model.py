@@ -4,12 +4,12 @@ and a trained LoRA adapter merged in (so generation runs at the base model's spe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from refusalkit.artifacts import ArtifactError, file_sha256, read_json, verify
 from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.scheme import TokenScheme
 
@@ -24,31 +24,24 @@ def bundled_adapter_dir() -> Path:
 
 
 def resolve_adapter(adapter: str | os.PathLike) -> Path:
-    """Return the adapter folder for a path or ``bundled``; raise RefusalkitError when it is not one."""
+    """Return the adapter folder for a path or ``bundled`` after checking its manifest (when it has one);
+    raise RefusalkitError when it is not an adapter or a file is missing, changed or damaged."""
     p = bundled_adapter_dir() if str(adapter) == "bundled" else Path(adapter).expanduser()
     if not (p / TOKENS_FILE).is_file() or not (p / "adapter_config.json").is_file():
         raise RefusalkitError(f"{p} is not a refusal-token adapter (needs {TOKENS_FILE} and adapter_config.json); "
                               "train one with `refusalkit tokens train` or use --adapter bundled")
+    verify(p)
     return p
 
 
 def read_adapter_info(adapter_dir: str | os.PathLike) -> dict[str, Any]:
-    """Return the adapter's ``refusal_tokens.json`` (scheme, token ids, base model, training figures)."""
-    return json.loads((Path(adapter_dir) / TOKENS_FILE).read_text(encoding="utf-8"))
-
-
-def file_sha256(path: str | os.PathLike, *, limit: int | None = None) -> str:
-    """Return the hex SHA-256 of a file (of its first ``limit`` bytes when given)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        left = limit
-        while chunk := fh.read(1 << 20 if left is None else min(1 << 20, left)):
-            h.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-                if left <= 0:
-                    break
-    return h.hexdigest()
+    """Return the adapter's ``refusal_tokens.json`` (scheme, token ids, base model, training figures);
+    ArtifactError names the file when it is not a JSON object."""
+    path = Path(adapter_dir) / TOKENS_FILE
+    info = read_json(path, "refusal-token file")
+    if not isinstance(info, dict) or not isinstance(info.get("scheme"), dict):
+        raise ArtifactError(path, "damaged refusal-token file: no 'scheme' object")
+    return info
 
 
 def model_hash(model_dir: str | os.PathLike) -> str:
@@ -96,7 +89,10 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
         adir = resolve_adapter(adapter)
         info = read_adapter_info(adir)
         info["adapter"] = str(adir)
-        scheme = TokenScheme.from_dict(info["scheme"])
+        try:
+            scheme = TokenScheme.from_dict(info["scheme"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(adir / TOKENS_FILE, f"damaged refusal-token file: bad 'scheme' ({e})") from None
     ids = add_control_tokens(hf.tokenizer, hf.model, scheme)
     if adapter is not None:
         expected = info.get("token_ids") or {}
@@ -104,10 +100,18 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
             raise RefusalkitError(f"the control tokens got ids {ids} but the adapter was trained with {expected}; "
                                   "use the base model the adapter was trained on")
         from peft import PeftModel
-        peft_model = PeftModel.from_pretrained(hf.model, str(adir))
+        try:
+            peft_model = PeftModel.from_pretrained(hf.model, str(adir))
+        except Exception as e:  # safetensors header errors, shape mismatches, bad adapter_config.json ...
+            raise ArtifactError(adir, f"cannot load the LoRA adapter: {type(e).__name__}: "
+                                f"{(str(e).splitlines() or [''])[0][:300]}") from None
         hf.model = peft_model.merge_and_unload()
         if (adir / OUTPUT_ROWS_FILE).is_file():
-            untie_output_rows(hf.model, adir / OUTPUT_ROWS_FILE)
+            try:
+                untie_output_rows(hf.model, adir / OUTPUT_ROWS_FILE)
+            except Exception as e:  # a damaged or foreign rows file
+                raise ArtifactError(adir / OUTPUT_ROWS_FILE, f"damaged output rows: {type(e).__name__}: "
+                                    f"{(str(e).splitlines() or [''])[0][:300]}") from None
         hf.model.eval()
     return hf, scheme, ids, info
 

@@ -19,6 +19,7 @@ from refusalkit.data.io import write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.data import (DEFAULT_SEED, LabelledPrompt, read_labelled, split_manifest, stratified_split,
                                     tag_examples)
+from refusalkit.artifacts import MANIFEST, write_manifest
 from refusalkit.tokens.model import OUTPUT_ROWS_FILE, TOKENS_FILE, model_hash
 from refusalkit.tokens.scheme import TokenScheme, add_control_tokens
 
@@ -289,6 +290,9 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     train_items = splits["train"]
     if not any(it.refuse for it in train_items):
         raise RefusalkitError(f"{cfg.data}: the training split has no prompts to refuse")
+    # The adapter folder is rewritten below: drop its manifest first, so an interrupted run never leaves a
+    # folder whose manifest vouches for a mix of old and new files.
+    (out / MANIFEST).unlink(missing_ok=True)
     write_text_atomic(out / "splits.json", json.dumps(
         {"seed": cfg.seed, "fractions": list(cfg.split_fractions), "data": str(cfg.data),
          **{k: sorted(it.id for it in v) for k, v in splits.items()}}, indent=0))
@@ -389,4 +393,6 @@ def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: 
             "base_model": cfg.model, "base_model_sha256": model_hash(base_dir),
             "config": asdict(cfg), **extra}
     write_text_atomic(out / TOKENS_FILE, json.dumps(info, indent=2))
+    write_manifest(out, [f for f in ("adapter_model.safetensors", "adapter_config.json", OUTPUT_ROWS_FILE,
+                                     TOKENS_FILE, "splits.json") if (out / f).is_file()])
     return info

@@ -141,8 +141,7 @@ def detector_check(det: Any) -> dict[str, Any]:
     (``resources/values/refusal_check.jsonl``, written for refusalkit: refusals and opinion answers in
     en/de/fr/it/tr) of the detector alone (``detector``) and with the opinion-refusal cues (``accuracy``, what
     the long-form counts use), so a reader can see whether the counts can be trusted per language."""
-    from refusalkit.evaluate.judge import T2IRefusalJudge
-    if isinstance(det, T2IRefusalJudge):
+    if not getattr(det, "judges_text", True):
         raise RefusalkitError("the t2i judge cannot judge text answers; choose a text detector")
     path = resources.files("refusalkit") / "resources" / "values" / "refusal_check.jsonl"
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]

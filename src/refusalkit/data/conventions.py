@@ -6,7 +6,7 @@ as XSTest (3 classes), Reuter & Schulze (binary over ``fine_label``), OR-Bench (
 
 from __future__ import annotations
 
-from refusalkit.detect.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
+from refusalkit.data.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
                                         REDIRECTION)
 from refusalkit.errors import RefusalkitError
 
