@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, handle_errors
 
 
@@ -29,6 +30,9 @@ def register(app: typer.Typer) -> None:
                                                            "and significant categories)."),
     ) -> None:
         """Compare eval runs: refusal-rate differences per category on shared prompts, with paired tests."""
+        validate.positive("--n-boot", n_boot)
+        validate.confidence("--confidence", confidence)
+        validate.output_dir("--out", out or (runs[0] / "compare"))
         from refusalkit.evaluate.compare import compare_runs, write_comparison
 
         comp = compare_runs(runs, labels=label or None, level=confidence, n_boot=n_boot, seed=seed)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors
 
 
@@ -39,13 +39,19 @@ def register(app: typer.Typer) -> None:
         """Write seemingly-harmful-but-benign prompts and harmful counterparts for a policy, audit, dedup and
         balance them; the output is a prompt file for ``refusalkit eval --bench``."""
         from refusalkit.customsets import build_custom_set, load_policy
-        from refusalkit.data.io import write_jsonl_atomic, write_text_atomic
+        from refusalkit.data.io import write_json_atomic, write_jsonl_atomic
         from refusalkit.evaluate.runner import load_eval_model
 
+        for opt, v in (("--per-category", per_category), ("--rounds", rounds), ("--k-per-round", k_per_round)):
+            validate.positive(opt, v)
+        validate.generation(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
+                            seed=seed)
+        validate.probability("--audit-threshold", audit_threshold, zero_ok=True)
+        validate.probability("--dedup-threshold", dedup_threshold)
+        validate.output_file("--output", output, inputs=[policy])
+        validate.output_file("--output (its .stats.json)", output.with_name(output.name + ".stats.json"),
+                             inputs=[policy])
         pol = load_policy(policy)
-        if per_category < 1 or rounds < 1 or k_per_round < 1:
-            from refusalkit.errors import RefusalkitError
-            raise RefusalkitError("--per-category, --rounds and --k-per-round must be at least 1")
         lm = load_eval_model(model, batch_size=batch_size)
         res = build_custom_set(pol, lm, per_category=per_category, rounds=rounds, k_per_round=k_per_round,
                                temperature=temperature, max_new_tokens=max_new_tokens,
@@ -54,13 +60,13 @@ def register(app: typer.Typer) -> None:
                                on_stage=lambda s: err_console.print(f"[dim]{s}[/]"))
         stats_path = output.with_name(output.name + ".stats.json")
         if not res.examples:
-            write_text_atomic(stats_path, json.dumps({"stats": res.stats, "settings": res.settings}, indent=2))
+            write_json_atomic(stats_path, {"stats": res.stats, "settings": res.settings})
             from refusalkit.errors import RefusalkitError
             raise RefusalkitError(f"no prompt survived the audit and balancing (yield per stage in {stats_path}); "
                                   "try more --rounds, a larger model, or --no-balance")
         write_jsonl_atomic(output, [ex.to_dict() for ex in res.examples])
-        write_text_atomic(stats_path, json.dumps({"stats": res.stats, "yield": res.yield_summary(),
-                                                  "settings": res.settings}, indent=2, ensure_ascii=False))
+        write_json_atomic(stats_path, {"stats": res.stats, "yield": res.yield_summary(),
+                                        "settings": res.settings})
         t = Table(title=f"custom set for policy {pol.name!r} written by {lm.name}")
         stages = ("lines_written", "parsed", "audit_kept", "dedup_kept", "final")
         for col in ("category", "label", *stages):

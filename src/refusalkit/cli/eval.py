@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, handle_errors, progress
 
 
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def eval_cmd(
         model: str = typer.Option("default", "--model", "-m",
-                                  help="default | PATH | org/name | openai:MODEL@URL | t2i:MODEL@URL (image API)"),
+                                  help="default | subject | PATH | org/name | openai:MODEL@URL | t2i:MODEL@URL (image API)"),
         bench: list[str] = typer.Option(..., "--bench", "-b",
                                         help="Benchmark name (xstest, coconot-all, ...), local .jsonl/.csv file, "
                                              "or a comma-separated list; repeatable."),
@@ -68,21 +69,40 @@ def register(app: typer.Typer) -> None:
                                                  "(e.g. after retraining the detector)."),
     ) -> None:
         """Generate, judge and score a model on refusal benchmarks; rerunning resumes a killed run."""
+        validate.generation(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size,
+                            limit=limit, seed=seed)
+        validate.positive("--n-boot", n_boot)
+        validate.confidence("--confidence", confidence)
+        validate.probability("--sens", sens)
+        validate.probability("--spec", spec)
+        if limit_mode not in ("stratified", "head"):
+            from refusalkit.errors import RefusalkitError
+            raise RefusalkitError(f"--limit-mode must be stratified or head, got {limit_mode!r}")
+        validate.output_dir("--out", out)
         from refusalkit.evaluate.runner import run_eval
         from refusalkit.models.base import GenerationConfig
 
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
                                seed=seed if temperature > 0 else None, system_prompt=system_prompt)
-        with progress("evaluating") as bar:
-            task = bar.add_task("eval", total=None, rate="")
+        # the bar starts with the first generated batch, so an error found before any work is the only
+        # thing printed
+        bar = progress("evaluating")
+        task = None
 
-            def on_progress(stage: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, rate=stage)
+        def on_progress(stage: str, done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                bar.start()
+                task = bar.add_task("eval", total=total, rate="")
+            bar.update(task, completed=done, total=total, rate=stage)
 
+        try:
             res = run_eval(bench, model_spec=model, out_dir=out, detector=detector, limit=limit, seed=seed,
                            limit_mode=limit_mode, data_dir=data_dir, config=cfg, batch_size=batch_size,
                            fresh=fresh, rejudge=rejudge, sens=sens, spec=spec, n_boot=n_boot, level=confidence,
                            on_progress=on_progress)
+        finally:
+            bar.stop()
         console.print(summary_table(res.metrics))
         console.print(f"{res.metrics['n']} prompts judged ({res.n_generated} generated and {res.n_judged} "
                       f"judged now); wrote {out}/metrics.json, responses.jsonl, report.html, frontier.png")

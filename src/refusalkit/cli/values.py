@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, handle_errors
 
 
@@ -35,6 +36,10 @@ def register(app: typer.Typer) -> None:
         from refusalkit.models.base import GenerationConfig
         from refusalkit.values.run import run_values
         from refusalkit.values.statements import load_statements
+
+        validate.generation(max_new_tokens=max_new_tokens, batch_size=batch_size)
+        validate.positive("--n-boot", n_boot)
+        validate.output_dir("--out", out)
 
         langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
         sts = load_statements(statements, languages=langs)

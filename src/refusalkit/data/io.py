@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -122,7 +124,9 @@ def rows_to_examples(rows: list[dict[str, Any]], *, file: str, source: str | Non
                 d[key] = str(d[key])
         if source and not d.get("source"):
             d["source"] = source
-        out.append(Example.from_dict(d))
+        ex = Example.from_dict(d)
+        ex.origin = f"{file}:{line}" if line is not None else file
+        out.append(ex)
     return out
 
 
@@ -133,19 +137,68 @@ def read_examples(path: str | os.PathLike, *, limit: int | None = None) -> list[
     return ex[:limit] if limit else ex
 
 
+def _umask() -> int:
+    """Return the process umask without changing it (Linux: /proc; elsewhere a set-and-restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _finite(obj: Any) -> Any:
+    """Return ``obj`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, **kw: Any) -> str:
+    """Return ``obj`` as strict JSON: a NaN or infinite number becomes ``null`` instead of the ``NaN`` token
+    that json.dumps writes by default and strict readers (browsers, jq, other languages) reject."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
+def _open_temp(p: Path) -> tuple[int, str]:
+    """Return ``(fd, name)`` of a temp file beside ``p`` whose mode is what ``open(p, "w")`` would give:
+    the existing file's mode, or 0666 minus the umask (mkstemp alone makes every output 0600)."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode) if p.is_file() else 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSONL to ``path`` atomically (temp file + rename); return the number written.
 
-    Either the complete new file appears or the old one (if any) is left untouched.
+    Either the complete new file appears or the old one (if any) is left untouched. A NaN or infinite
+    number is written as ``null`` (see :func:`dumps_strict`).
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _open_temp(p)
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(dumps_strict(row, ensure_ascii=False) + "\n")
                 n += 1
             fh.flush()
             os.fsync(fh.fileno())
@@ -158,13 +211,31 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) 
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + rename)."""
+    """Write ``text`` to ``path`` atomically (temp file + rename), with the mode a plain write would give."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _open_temp(p)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as a strict JSON document to ``path`` atomically (NaN and infinities as ``null``)."""
+    write_text_atomic(path, dumps_strict(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + rename), with the mode a plain write would give."""
+    p = Path(path)
+    fd, tmp = _open_temp(p)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

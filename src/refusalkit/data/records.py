@@ -20,7 +20,7 @@ class _Record:
         """Return the record as one flat JSON-ready dict (``meta`` keys inlined, ``None`` fields left out)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.name == "meta":
+            if f.name == "meta" or f.metadata.get("internal"):
                 continue
             v = getattr(self, f.name)
             if v is not None:
@@ -32,8 +32,12 @@ class _Record:
 
     @classmethod
     def from_dict(cls: type[T], d: dict[str, Any]) -> T:
-        """Return a record built from a flat dict; unknown keys go to ``meta``."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        """Return a record built from a flat dict; unknown keys go to ``meta``.
+
+        Internal fields (``origin``) are never read from the dict: a source's own column of that name is
+        kept in ``meta`` like any other extra column."""
+        names = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                 if not f.metadata.get("internal")}
         kwargs = {k: v for k, v in d.items() if k in names and k != "meta"}
         meta = dict(d.get("meta") or {})
         meta.update({k: v for k, v in d.items() if k not in names})
@@ -55,6 +59,8 @@ class Example(_Record):
     expected: str | None = None
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: ``FILE:LINE`` the prompt was read from, for error messages; never written out.
+    origin: str | None = field(default=None, compare=False, repr=False, metadata={"internal": True})
 
 
 @dataclass

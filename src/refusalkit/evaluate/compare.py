@@ -4,19 +4,76 @@ prompts both runs share, and the safety-vs-over-refusal frontier of all runs.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from refusalkit.data.io import write_text_atomic
-from refusalkit.errors import RefusalkitError
+from pydantic import BaseModel, ValidationError
+
+from refusalkit.data.io import write_json_atomic, write_text_atomic
+from refusalkit.errors import InputError, RefusalkitError
 from refusalkit.evaluate.benchsets import benchmark_of
 from refusalkit.evaluate.metrics import paired_difference
 from refusalkit.evaluate.runner import load_run_outputs
 from refusalkit.evaluate.summary import role_of
 
 SCHEMA = "refusalkit.compare/1"
+
+
+class _Rate(BaseModel):
+    k: int
+    rate: float | None
+    ci: list[float | None] | None
+
+
+class _Group(BaseModel):
+    n: int
+    refusal: _Rate
+
+
+class _Detector(BaseModel):
+    name: str
+
+
+class _Run(BaseModel):
+    model: str | None = None
+    benchmarks: list[str] = []
+
+
+class _Category(BaseModel):
+    category: str
+    role: str
+    n: int
+    refusal: _Rate
+
+
+class _Metrics(BaseModel):
+    """The part of an eval run's metrics.json that compare reads (other fields are ignored)."""
+
+    run: _Run
+    detector: _Detector
+    overall: dict[str, _Group]
+    per_category: list[_Category]
+
+
+class _Row(BaseModel):
+    id: str
+    refused: bool
+
+
+def _check_run(run_dir: Path, metrics: Any, rows: list[dict[str, Any]]) -> None:
+    """Raise InputError naming the file and field when a run's metrics.json or responses.jsonl lacks what
+    compare needs (a hand-edited or truncated run, or one from another tool)."""
+    for path, model, docs in ((run_dir / "metrics.json", _Metrics, [(None, metrics)]),
+                              (run_dir / "responses.jsonl", _Row, [(i + 1, r) for i, r in enumerate(rows)])):
+        for line, doc in docs:
+            try:
+                model.model_validate(doc)
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = ".".join(str(x) for x in err["loc"]) or None
+                raise InputError(f"{err['msg']} (compare needs a metrics.json and responses.jsonl written by "
+                                 "`refusalkit eval`)", file=str(path), line=line, field=field) from None
 
 
 def _labels(dirs: list[Path], labels: list[str] | None) -> list[str]:
@@ -44,6 +101,8 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
     dirs = [Path(d) for d in run_dirs]
     names = _labels(dirs, labels)
     loaded = [load_run_outputs(d) for d in dirs]
+    for d, (m, rows) in zip(dirs, loaded):
+        _check_run(d, m, rows)
     runs = []
     for name, d, (m, _) in zip(names, dirs, loaded):
         o = m["overall"]
@@ -97,6 +156,6 @@ def write_comparison(comparison: dict[str, Any], out_dir: str | Path, *, per_cat
         tmp.write_bytes(png)
         tmp.replace(out / f"{name}.png")
     doc = {k: v for k, v in comparison.items() if k != "metrics"}
-    write_text_atomic(out / "compare.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(out / "compare.json", doc)
     write_text_atomic(out / "compare.html", report.compare_report(comparison, pngs))
     return out

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from refusalkit.errors import ModelSpecError
-from refusalkit.models.base import Generation, GenerationConfig, PromptLike, to_messages
+from refusalkit.models.base import Generation, GenerationConfig, PromptLike
+from refusalkit.models.context import ContextBudget, context_size, render_chat
 
 
 def _truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -43,6 +44,8 @@ class HFModel:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # every call checks its prompts against the context before allocating anything for them
+        self.context = ContextBudget(self.tokenizer, context_size(self.model.config, self.tokenizer))
 
     @property
     def device(self) -> torch.device:
@@ -51,10 +54,7 @@ class HFModel:
 
     def render(self, prompt: PromptLike, system_prompt: str | None = None) -> str:
         """Return the chat-templated text of one prompt, ending with the assistant header."""
-        msgs = to_messages(prompt, system_prompt)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return "\n".join(m["content"] for m in msgs) + "\n"
+        return render_chat(self.tokenizer, prompt, system_prompt)
 
     def encode(self, prompts: list[PromptLike], system_prompt: str | None = None) -> dict[str, torch.Tensor]:
         """Return left-padded input tensors for a batch of chat prompts (on the model's device)."""
@@ -75,10 +75,12 @@ class HFModel:
         ``logits_processor`` (a transformers ``LogitsProcessorList`` or processor) is passed to
         ``model.generate``; refusal-token policies plug in here. With ``logprobs=K`` each Generation's
         ``meta["logprobs"]`` holds, in the OpenAI format, every new token's log-probability and its top K
-        alternatives (from the model's raw logits).
+        alternatives (from the model's raw logits). Raises PromptTooLongError (before generating anything)
+        when a prompt plus ``max_new_tokens`` does not fit the model's context.
         """
         cfg = config or GenerationConfig()
         bs = batch_size or self.batch_size
+        self.context.check(prompts, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
         out: list[Generation | None] = [None] * len(prompts)
         order = self._order(prompts, cfg.system_prompt)
         if cfg.seed is not None:
@@ -138,8 +140,10 @@ class HFModel:
         """Return the logits of the first response token for each prompt, shape ``[n, vocab]`` (float32, CPU).
 
         One forward pass per prompt, no generation: the basis of refusal-token scoring and calibration.
+        Raises PromptTooLongError when a prompt does not fit the model's context.
         """
         bs = batch_size or self.batch_size
+        self.context.check(prompts, system_prompt=system_prompt)
         rows = []
         for start in range(0, len(prompts), bs):
             enc = self.encode(prompts[start:start + bs], system_prompt)
@@ -159,6 +163,7 @@ class HFModel:
         ``positions`` index the chat-templated prompt from the end (-1 is the last template token).
         """
         bs = batch_size or self.batch_size
+        self.context.check(prompts, system_prompt=system_prompt)
         rows = []
         for start in range(0, len(prompts), bs):
             enc = self.encode(prompts[start:start + bs], system_prompt)
