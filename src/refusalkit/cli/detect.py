@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,6 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors
 from refusalkit.detect.registry import detector_help, trainable_kinds
 from refusalkit.errors import RefusalkitError
@@ -43,8 +43,8 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
     from refusalkit.detect.base import labels_from_proba
     from refusalkit.detect.inputs import read_responses
 
-    if batch_size < 1:
-        raise RefusalkitError("--batch-size must be at least 1")
+    validate.positive("--batch-size", batch_size)
+    validate.output_file("--output", output, inputs=[input])
     rows, responses, prompts, notes = read_responses(input)
     det = get_detector(detector)
     verdicts, probs = [], []
@@ -81,6 +81,7 @@ def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labell
     from refusalkit.detect import training
     from refusalkit.detect.registry import make_detector
 
+    validate.output_dir("--out", out)
     if not data and not with_synthetic:
         raise RefusalkitError("give --data FILE (labelled responses) or --with-synthetic")
     from refusalkit.detect.datasets import read_labelled
@@ -123,6 +124,8 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
     from refusalkit.detect.metrics import format_report
     from refusalkit.detect.training import evaluate_rows
 
+    if json_out is not None:
+        validate.output_file("--json", json_out, inputs=[data])
     if rs_test:
         from refusalkit.data.registry import data_root
         rs_file = (data_dir or data_root()) / RS_FILE
@@ -140,8 +143,8 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
         reports[name] = rep
         console.print(format_report(rep, f"== {name} on {where}"), highlight=False, markup=False)
     if json_out:
-        from refusalkit.data.io import write_text_atomic
-        write_text_atomic(json_out, json.dumps(reports, indent=1))
+        from refusalkit.data.io import write_json_atomic
+        write_json_atomic(json_out, reports, indent=1)
 
 
 @detect_app.command("explain")
@@ -198,6 +201,8 @@ def write_data(output: Path = typer.Option(..., "--output", "-o", help="JSONL to
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.detect.synth import write_synthetic
 
+    validate.positive("--per-topic", per_topic)
+    validate.output_file("--output", output)
     n = write_jsonl_atomic(output, write_synthetic(seed=seed, n_per_topic=per_topic))
     console.print(f"wrote {n} labelled responses -> {output}")
 

@@ -18,6 +18,9 @@ from refusalkit.models.base import PromptLike, to_messages
 if TYPE_CHECKING:
     from refusalkit.models.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from refusalkit.models.spec import ModelSpec
+
 # config fields that hold a model's trained context length, in the order transformers families use them
 _CTX_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -104,7 +107,7 @@ def budget_for_spec(spec: str | ModelSpec) -> ContextBudget | None:
     ms = ModelSpec.parse(spec)
     if ms.is_endpoint:
         return None
-    src = ms.weights_source()  # a bundled model is converted (once) here, before any run starts
+    src = ms.weights_source()
     try:
         from transformers import AutoConfig, AutoTokenizer
         tok = AutoTokenizer.from_pretrained(src)
