@@ -119,7 +119,12 @@ def register(app: typer.Typer) -> None:
         """Generate answers to the demo prompts and show how often the model refuses, per category."""
         from pathlib import Path
 
+        from refusalkit.cli import validate
         from refusalkit.cli.generate import run_generation
+
+        validate.generation(max_new_tokens=max_new_tokens)
+        validate.positive("--examples", examples)
+        validate.output_dir("--run-dir", run_dir)
 
         with resources.as_file(demo_prompts_path()) as path:
             exs = read_examples(path)

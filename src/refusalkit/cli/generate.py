@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors, progress
 from refusalkit.data.io import write_jsonl_atomic
 from refusalkit.data.registry import resolve_prompts
@@ -21,6 +22,8 @@ def run_generation(examples, model_spec: str, cfg: GenerationConfig, *, run_dir:
                    batch_size: int, fresh: bool, kind: str = "gen", extra_meta: dict | None = None):
     """Generate (or resume) a run; return ``(store_dir, model_name, n_new, seconds)``."""
     parse_model_spec(model_spec)  # validate before any work
+    from refusalkit.models.context import check_examples
+    check_examples(model_spec, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     key = run_key(model_spec, examples, cfg)
     rdir = run_dir or default_run_dir(kind, key)
     if fresh and (rdir / "run.sqlite").exists():
@@ -72,6 +75,10 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(False, help="Discard an existing run with the same settings."),
     ) -> None:
         """Run a model over prompts; every finished batch is saved, and rerunning resumes."""
+        validate.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            batch_size=batch_size, limit=limit, seed=seed)
+        validate.output_file("--output", output, inputs=[validate.input_path(input)])
+        validate.output_dir("--run-dir", run_dir)
         examples = resolve_prompts(input, limit=limit)
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                                system_prompt=system_prompt)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, handle_errors
 from refusalkit.cli.detect import _DefaultRun
 from refusalkit.errors import RefusalkitError
@@ -48,6 +48,7 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with a 'prompt' per ro
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.predict import get_predictor
 
+    validate.output_file("--output", output, inputs=[input])
     rows, prompts = _read_prompts(input)
     clf = get_predictor(predictor)
     p = clf.p_refusal(prompts)
@@ -77,6 +78,7 @@ def train(data: Path = typer.Option(..., "--data", help="JSONL/CSV with 'prompt'
     from refusalkit.predict.bootstrap import cv_accuracy
     from refusalkit.predict.prompt_model import PromptClassifier
 
+    validate.output_dir("--out", out)
     rows, prompts, ys = read_records(data), [], []
     for r in rows:
         f = label_field or ("refused" if "refused" in r else ("fine_label" if convention == "reuter_schulze" else "label"))
@@ -117,12 +119,14 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
 
     Generation is resumable: rerun the same command after an interruption."""
     from refusalkit.cli.generate import run_generation
-    from refusalkit.data.io import read_examples, write_text_atomic
+    from refusalkit.data.io import read_examples, write_json_atomic
     from refusalkit.detect import get_detector
     from refusalkit.evaluate.store import RunStore
     from refusalkit.models.base import GenerationConfig
     from refusalkit.predict.bootstrap import train_from_responses
 
+    validate.generation(max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+    validate.output_dir("--out", out)
     exs = read_examples(prompts, limit=limit)
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     rdir, name, _, _ = run_generation(exs, model, cfg, run_dir=out / "run", batch_size=batch_size, fresh=False,
@@ -135,7 +139,7 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
     out.mkdir(parents=True, exist_ok=True)
     if clf is not None:
         clf.save(out, report)
-    write_text_atomic(out / "report.json", json.dumps(report, indent=1))
+    write_json_atomic(out / "report.json", report, indent=1)
     _print_report(report)
 
 
@@ -166,12 +170,14 @@ def evaluate(data_dir: Optional[Path] = typer.Option(None, help="Folder with cha
     from refusalkit.predict.bootstrap import rs_prompt_figures
 
     from refusalkit.data.registry import data_root
+    if json_out is not None:
+        validate.output_file("--json", json_out)
     figs = rs_prompt_figures((data_dir or data_root()) / RS_FILE, features, encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
     for k, v in figs.items():
         console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if json_out:
-        from refusalkit.data.io import write_text_atomic
-        write_text_atomic(json_out, json.dumps(figs, indent=1))
+        from refusalkit.data.io import write_json_atomic
+        write_json_atomic(json_out, figs, indent=1)
 
 
 def register(app: typer.Typer) -> None:

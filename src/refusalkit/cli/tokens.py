@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors
 
 tokens_app = typer.Typer(no_args_is_help=True, help="Refusal tokens: train once, set each category's refusal "
@@ -54,6 +55,16 @@ def train_cmd(
     """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
     from refusalkit.tokens.data import default_coconot_path
     data = data or str(default_coconot_path())
+    for opt, v in (("--answer-tokens", answer_tokens), ("--max-length", max_length), ("--batch-size", batch_size),
+                   ("--grad-accum", grad_accum), ("--lora-r", lora_r), ("--lora-alpha", lora_alpha),
+                   ("--save-steps", save_steps), ("--threads", threads)):
+        validate.positive(opt, v)
+    validate.above("--epochs", epochs, 0)
+    validate.above("--learning-rate", learning_rate, 0)
+    if max_steps != -1:
+        validate.positive("--max-steps (or -1 for --epochs)", max_steps)
+    validate.output_dir("--output", output)
+    validate.output_dir("--work-dir", work_dir)
     from refusalkit.tokens.train import TrainConfig, train_tokens
 
     if threads:
@@ -135,7 +146,13 @@ def score_cmd(
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.tokens.calibrate import score_prompts
 
+    # a softmax temperature: 0 would divide the logits by zero (NaN probabilities)
+    validate.above("--temperature", temperature, 0)
+    validate.generation(batch_size=batch_size, limit=limit)
+    validate.output_file("--output", output, inputs=[validate.input_path(input)])
     exs = _examples(input, limit)
+    from refusalkit.models.context import check_examples
+    check_examples(model, exs)
     hf, scheme, ids, info = _load(model, adapter, batch_size)
     t0 = time.perf_counter()
     q = score_prompts(hf, [e.prompt for e in exs], ids, scheme, temperature=temperature, batch_size=batch_size)
@@ -171,16 +188,28 @@ def calibrate_cmd(
 ) -> None:
     """Score the calibration split once (no generation), derive per-category thresholds, check them on the
     test split, save the profile and plot the curves."""
-    import json
     import time
 
     from refusalkit.tokens.data import default_coconot_path
     data = data or str(default_coconot_path())
 
-    from refusalkit.data.io import write_text_atomic
+    from refusalkit.data.io import write_json_atomic
     from refusalkit.tokens.calibrate import TARGET_GRID, curves, plot_curves
-    from refusalkit.tokens.profile import build_profile, calibration_splits, parse_targets, score_items, split_manifest
+    from refusalkit.tokens.profile import (
+        build_profile,
+        calibration_splits,
+        parse_targets,
+        score_items,
+        split_manifest,
+    )
 
+    validate.above("--temperature", temperature, 0)
+    validate.positive("--batch-size", batch_size)
+    if rule not in ("threshold", "argmax"):
+        from refusalkit.errors import RefusalkitError
+        raise RefusalkitError(f"--rule must be threshold or argmax, got {rule!r}")
+    validate.output_file("--output", output, inputs=[validate.input_path(data)])
+    validate.output_dir("--plots", plots or output.with_suffix(""))
     hf, scheme, ids, info = _load(model, adapter, batch_size)
     splits = calibration_splits(data, info)
     from refusalkit.tokens.model import adapter_hash
@@ -196,12 +225,12 @@ def calibrate_cmd(
                          temperature=temperature, joint=not independent, data=data,
                          splits_manifest=split_manifest(splits), gap_targets=TARGET_GRID if gap_table else None)
     prof["scoring_seconds"] = round(secs, 2)
-    write_text_atomic(output, json.dumps(prof, indent=2))
+    write_json_atomic(output, prof)
     cdir = plots or output.with_suffix("")
     thr = prof["policy"].get("thresholds")
     cdata = curves(cal.q, cal.categories, cal.refuse, scheme, n_points=80)
     pngs = plot_curves(cdata, cdir, thresholds=thr, title=f"{prof['name']} (calibration split)")
-    write_text_atomic(Path(cdir) / "curves.json", json.dumps(cdata))
+    write_json_atomic(Path(cdir) / "curves.json", cdata, indent=None)
     console.print(profile_table(prof))
     console.print(f"profile written to {output}; curves: {', '.join(pngs)}")
 
@@ -238,6 +267,11 @@ def generate_cmd(
     from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
     from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
 
+    validate.generation(max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+    validate.above("--temperature", temperature, 0)
+    validate.probability("--set-threshold", set_threshold, zero_ok=True)
+    validate.output_file("--output", output, inputs=[validate.input_path(input)])
+    validate.output_dir("--run-dir", run_dir)
     exs = _examples(input, limit)
     prof = load_profile(profile) if profile else None
     from refusalkit.errors import RefusalkitError
@@ -246,6 +280,8 @@ def generate_cmd(
     if prof is None and rule == "threshold" and not thresholds:
         raise RefusalkitError("--rule threshold needs --thresholds 'CATEGORY=T,...'")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
+    from refusalkit.models.context import check_examples
+    check_examples(model, exs, max_new_tokens=max_new_tokens)
     policy_desc = prof["policy"] if prof else {"rule": rule or "argmax", "thresholds": thresholds,
                                                "controlled": controlled, "set_threshold": set_threshold,
                                                "temperature": temperature}
@@ -316,6 +352,7 @@ def merge_cmd(
 ) -> None:
     """Write the base model with the adapter merged and the control tokens in its tokenizer (for vLLM or
     any server that takes a transformers folder)."""
+    validate.output_dir("--output", output)
     hf, scheme, ids, info = _load(model, adapter)
     hf.model.save_pretrained(output)
     hf.tokenizer.save_pretrained(output)

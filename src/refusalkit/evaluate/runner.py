@@ -129,6 +129,9 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
     errors = detector_error_rates(det, sens, spec)
     specs = split_specs(benches)
     examples = load_eval_examples(specs, limit=limit, seed=seed, limit_mode=limit_mode, data_dir=data_dir)
+    if model is None:  # every prompt must fit the context before the run store is even created
+        from refusalkit.models.context import check_examples
+        check_examples(model_spec, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     out = Path(out_dir)
     if fresh:
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *OUTPUTS):

@@ -157,5 +157,5 @@ def detector_check(det: Any) -> dict[str, Any]:
 
 def save_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    from refusalkit.data.io import write_text_atomic
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    from refusalkit.data.io import write_json_atomic
+    write_json_atomic(path, obj)
