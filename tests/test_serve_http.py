@@ -19,7 +19,7 @@ import pytest
 
 KEY = "test-key-7f3a"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-LIMITS = {"max_body_bytes": 65536, "max_messages": 8, "max_tokens_limit": 600, "max_n": 3, "max_queue": 2}
+LIMITS = {"max_body_bytes": 65536, "max_messages": 8, "max_tokens_limit": 600, "max_n": 3, "max_queue": 32}
 CONTEXT = 1024
 HI = [{"role": "user", "content": "hi"}]
 
@@ -375,7 +375,7 @@ def test_stream_n_choices(server):
 
 def test_tokens_stream_as_they_are_generated_and_the_server_stays_live(server):
     """While one long generation streams: its first tokens arrive early, /health and 401/413/400 answers
-    stay instant, the queue bound answers 503, and closing the stream frees the model at once."""
+    stay instant, a second request waits its turn, and closing the streams frees the model at once."""
     url = server["url"] + "/v1/chat/completions"
     body = {
         "messages": HI,
@@ -408,8 +408,7 @@ def test_tokens_stream_as_they_are_generated_and_the_server_stays_live(server):
             # a second request waits its turn (admitted); a third is past --max-queue 2
             with httpx.Client(timeout=60) as c2, c2.stream("POST", url, headers=AUTH, json=body) as waiting:
                 assert waiting.status_code == 200
-                err = assert_error(chat(server, {"messages": HI, "max_tokens": 1}), 503)
-                assert err["code"] == "server_overloaded"
+                assert httpx.get(server["url"] + "/health").json()["active"] == 2
             rest = sum(1 for _ in zip(range(20), lines))  # the stream is still going
             assert rest == 20
         # both streams closed early: the generations stop and the model is free again
@@ -418,6 +417,57 @@ def test_tokens_stream_as_they_are_generated_and_the_server_stays_live(server):
         assert r.status_code == 200 and time.perf_counter() - t1 < 5
     assert first < 5
     assert httpx.get(server["url"] + "/health").json()["active"] == 0
+
+
+def test_queue_bound_answers_503(serve_model_dir, server):
+    """With --max-queue 1 and one generation running, the next request gets 503 with Retry-After at once."""
+    proc, port = start_server(serve_model_dir, "--max-queue", "1", env={"REFUSALKIT_API_KEY": KEY})
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"messages": HI, "max_tokens": 600, "stream": True, "logit_bias": {str(server["eos"]): -100}}
+        with httpx.Client(timeout=60) as client, client.stream("POST", url, headers=AUTH, json=body) as r:
+            assert r.status_code == 200
+            t0 = time.perf_counter()
+            busy = httpx.post(url, headers=AUTH, json={"messages": HI, "max_tokens": 1}, timeout=10)
+            assert time.perf_counter() - t0 < 2
+            err = assert_error(busy, 503)
+            assert err["code"] == "server_overloaded" and busy.headers["retry-after"] == "1"
+        ok = httpx.post(url, headers=AUTH, json={"messages": HI, "max_tokens": 1}, timeout=30)
+        assert ok.status_code == 200
+    finally:
+        assert "Traceback" not in stop_server(proc)
+
+
+def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(server):
+    """Concurrent requests with the same settings share batched generate calls; each caller gets its own n
+    choices and its own max_tokens (requests with other settings go in other batches)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = httpx.get(server["url"] + "/health").json()
+    jobs = [
+        {
+            "messages": [{"role": "user", "content": "hi " * (1 + i % 5)}],
+            "max_tokens": 4 + 2 * (i % 2),
+            "n": 1 + i % 3,
+            "temperature": 0,
+        }
+        for i in range(12)
+    ]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda b: chat(server, b), jobs))
+    after = httpx.get(server["url"] + "/health").json()
+    for body, r in zip(jobs, answers):
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert len(out["choices"]) == body["n"]
+        assert out["usage"]["completion_tokens"] == body["n"] * body["max_tokens"]  # greedy here never stops early
+        solo = chat(server, {**body, "n": 1}).json()
+        assert solo["usage"]["prompt_tokens"] == out["usage"]["prompt_tokens"]
+        assert {c["message"]["content"] for c in out["choices"]} == {solo["choices"][0]["message"]["content"]}
+    sequences = after["batched_sequences"] - before["batched_sequences"]
+    batches = after["batches"] - before["batches"]
+    assert sequences == sum(b["n"] for b in jobs)
+    assert batches < len(jobs)  # some requests shared a batch
 
 
 def test_binds_loopback_by_default(server):

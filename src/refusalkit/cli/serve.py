@@ -15,19 +15,26 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 KEY_ENV = "REFUSALKIT_API_KEY"
 
 
+def _key_from_file(path: Path, what: str) -> str:
+    try:
+        lines = [ln.strip() for ln in path.expanduser().read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise RefusalkitError(f"{what} {path}: cannot read it ({e.__class__.__name__})") from None
+    if len(lines) != 1:
+        raise RefusalkitError(f"{what} {path}: must hold the key alone on one line")
+    return lines[0]
+
+
 def read_api_key(flag_value: str | None, key_file: Path | None) -> str | None:
-    """Return the API key from ``--api-key-file``, ``--api-key`` (with a warning) or ``$REFUSALKIT_API_KEY``,
-    in that order (None: no key). A key file must be readable and hold the key alone on one line."""
+    """Return the server's API key from ``--api-key-file``, ``--api-key`` (with a warning),
+    ``$REFUSALKIT_API_KEY`` or the file named by ``$REFUSALKIT_API_KEY_FILE``, in that order (None: no key).
+
+    A key file must be readable and hold the key alone on one line; errors name the option, never the key.
+    """
     if key_file is not None and flag_value is not None:
         raise RefusalkitError("give --api-key-file or --api-key, not both")
     if key_file is not None:
-        try:
-            lines = [ln.strip() for ln in key_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise RefusalkitError(f"--api-key-file {key_file}: cannot read it ({e.__class__.__name__})") from None
-        if len(lines) != 1:
-            raise RefusalkitError(f"--api-key-file {key_file}: must hold the key alone on one line")
-        return lines[0]
+        return _key_from_file(key_file, "--api-key-file")
     if flag_value is not None:
         if not flag_value.strip():
             raise RefusalkitError("--api-key is empty")
@@ -37,7 +44,11 @@ def read_api_key(flag_value: str | None, key_file: Path | None) -> str | None:
             highlight=False,
         )
         return flag_value.strip()
-    return os.environ.get(KEY_ENV, "").strip() or None
+    if key := os.environ.get(KEY_ENV, "").strip():
+        return key
+    if path := os.environ.get(KEY_ENV + "_FILE", "").strip():
+        return _key_from_file(Path(path), f"${KEY_ENV}_FILE")
+    return None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -73,8 +84,8 @@ def register(app: typer.Typer) -> None:
         api_key: str | None = typer.Option(
             None,
             "--api-key",
-            help=f"Required bearer key. Visible in the process list: prefer "
-            f"${KEY_ENV} or --api-key-file. None of the three: no key needed.",
+            help=f"Required bearer key. Visible in the process list: prefer ${KEY_ENV}, "
+            f"${KEY_ENV}_FILE or --api-key-file. None of them: no key needed.",
         ),
         max_tokens: int = typer.Option(256, min=1, help="Default max_tokens when a request gives none."),
         max_tokens_limit: int = typer.Option(2048, min=1, help="Largest max_tokens a request may ask."),
@@ -85,6 +96,15 @@ def register(app: typer.Typer) -> None:
         ),
         max_n: int = typer.Option(8, min=1, help="Most choices (n) in one request."),
         max_queue: int = typer.Option(256, min=1, help="Requests admitted at once; more get 503."),
+        max_batch: int = typer.Option(
+            16,
+            min=1,
+            max=256,
+            help="Concurrent compatible requests generated as one batch, at most (1: one at a time).",
+        ),
+        batch_wait_ms: float = typer.Option(
+            5.0, min=0.0, max=1000.0, help="How long a request waits for others to share its batch."
+        ),
     ) -> None:
         """Serve a local model at /v1/chat/completions (OpenAI-compatible) and /health."""
         from refusalkit.models.spec import ModelSpec
@@ -115,7 +135,14 @@ def register(app: typer.Typer) -> None:
 
             lm = load_model(model)
             assert isinstance(lm, HFModel)  # endpoints were refused above
-            fastapi_app = create_app(lm, api_key=key, max_tokens_default=max_tokens, limits=limits)
+            fastapi_app = create_app(
+                lm,
+                api_key=key,
+                max_tokens_default=max_tokens,
+                limits=limits,
+                max_batch=max_batch,
+                batch_wait_s=batch_wait_ms / 1000,
+            )
             err_console.print(
                 f"serving {model} on http://{host}:{sock.getsockname()[1]}/v1 "
                 f"({'API key required' if key else 'no API key'})",

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from refusalkit.models.base import Generation, GenerationConfig
 from refusalkit.models.hf import HFModel
+from refusalkit.serve.batching import BatchingEngine
 from refusalkit.serve.engine import Job, SerialEngine
 from refusalkit.serve.errors import APIError, error_body
 from refusalkit.serve.guard import GuardMiddleware
@@ -142,12 +143,23 @@ def _sse(obj: Any) -> bytes:
 
 
 def create_app(
-    model: HFModel, *, api_key: str | None = None, max_tokens_default: int = 256, limits: ServerLimits | None = None
+    model: HFModel,
+    *,
+    api_key: str | None = None,
+    max_tokens_default: int = 256,
+    limits: ServerLimits | None = None,
+    max_batch: int = 16,
+    batch_wait_s: float = 0.005,
 ) -> FastAPI:
     """Return a FastAPI app serving ``model``; with ``api_key`` every path but ``/health`` needs
-    ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``)."""
+    ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``); concurrent
+    compatible requests are generated in batches of up to ``max_batch`` sequences (1: one at a time)."""
     limits = limits or ServerLimits()
-    engine = SerialEngine(model, max_queue=limits.max_queue)
+    engine: SerialEngine
+    if max_batch > 1:
+        engine = BatchingEngine(model, max_queue=limits.max_queue, max_batch=max_batch, max_wait_s=batch_wait_s)
+    else:
+        engine = SerialEngine(model, max_queue=limits.max_queue)
     ctx = model_context(model)
     vocab = len(model.tokenizer)
     app = FastAPI(title="refusalkit server", docs_url=None, redoc_url=None, openapi_url=None)
@@ -173,7 +185,10 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model.name, "running": engine.running, "active": engine.active}
+        out = {"status": "ok", "model": model.name, "running": engine.running, "active": engine.active}
+        if isinstance(engine, BatchingEngine):
+            out.update(batches=engine.batches, batched_sequences=engine.batched_sequences)
+        return out
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -108,9 +108,13 @@ class SerialEngine:
         return Ticket(self)
 
     async def _run(self, fn: Any) -> Any:
-        """Run ``fn`` in a worker thread under the lock; the lock is released when the thread ends, even if
-        the awaiting request was cancelled meanwhile (so two generations never overlap)."""
+        """Run ``fn`` in a worker thread once the lock is free (see ``_run_locked``)."""
         await self.lock.acquire()
+        return await self._run_locked(fn)
+
+    async def _run_locked(self, fn: Any) -> Any:
+        """Run ``fn`` in a worker thread; the caller holds the lock, which is released when the thread ends,
+        even if the awaiting request was cancelled meanwhile (so two generations never overlap)."""
         loop = asyncio.get_running_loop()
         try:
             self.running = True
