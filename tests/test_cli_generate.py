@@ -114,3 +114,54 @@ def test_unknown_benchmark_or_model_exits_2(tmp_path, args, expect):
     r = run_cli("generate", *args, "-o", str(tmp_path / "o.jsonl"))
     assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_fresh_removes_only_the_run_store(tmp_path, tiny_model_dir):
+    inp, out, run = _prompts(tmp_path, 3), tmp_path / "out.jsonl", tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("my notes")
+    (run / "sub").mkdir()
+    (run / "sub" / "data.txt").write_text("my data")
+    args = ["generate", str(inp), "-o", str(out), "--model", str(tiny_model_dir), "--max-new-tokens", "2",
+            "--limit", "2", "--run-dir", str(run)]
+    r = run_cli(*args)
+    assert r.returncode == 0 and "2 new" in r.stdout, r.stderr
+    r = run_cli(*args, "--fresh")
+    assert r.returncode == 0 and "2 new" in r.stdout, r.stderr  # generated again
+    assert (run / "notes.txt").read_text() == "my notes" and (run / "sub" / "data.txt").read_text() == "my data"
+    assert {p.name for p in run.iterdir()} == {"notes.txt", "sub", "run.sqlite"}
+    # a database that refusalkit did not make is never deleted, not even with --fresh
+    other = tmp_path / "other"
+    other.mkdir()
+    con = sqlite3.connect(other / "run.sqlite")
+    con.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+    con.close()
+    before = (other / "run.sqlite").read_bytes()
+    r = run_cli(*args[:-1], str(other), "--fresh")
+    assert r.returncode == 2 and "not a refusalkit run store" in r.stderr and "Traceback" not in r.stderr
+    assert (other / "run.sqlite").read_bytes() == before
+
+
+def test_two_concurrent_generates_on_one_store_generate_each_prompt_once(tmp_path, tiny_model_dir):
+    import re
+
+    n = 40
+    inp, run = _prompts(tmp_path, n), tmp_path / "run"
+    exe = Path(sys.executable).parent / "refusalkit"
+    procs = [subprocess.Popen([str(exe), "generate", str(inp), "-o", str(tmp_path / f"out{i}.jsonl"), "--model",
+                               str(tiny_model_dir), "--max-new-tokens", "8", "--batch-size", "4", "--run-dir",
+                               str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "COLUMNS": "200"})
+             for i in range(2)]
+    results = [(p.returncode, out, err) for p in procs for out, err in [p.communicate(timeout=300)]]
+    new = 0
+    for rc, out, err in results:
+        assert rc in (0, 2) and "Traceback" not in err, err
+        if rc == 2:  # turned away while the other one held the run
+            assert f"run {run} is in use by pid" in err.replace("\n", "")
+        else:
+            new += int(re.search(r"; (\d+) new in", out).group(1))
+    assert any(rc == 0 for rc, _, _ in results)
+    assert new == n  # between them, every prompt was generated once
+    with sqlite3.connect(run / "run.sqlite") as c:
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM responses").fetchone() == (n, n)

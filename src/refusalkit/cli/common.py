@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -49,14 +48,31 @@ def progress(label: str = "generating") -> Progress:
         console=err_console, transient=False)
 
 
-def resolve_run(run: str) -> Path:
-    """Return the run directory for a path or a run name under the runs root."""
-    from refusalkit.evaluate.store import DB_NAME, runs_root
+class RunBar:
+    """Draws a run's progress from ``run_resumable``'s reports (use as its ``on_progress`` inside a
+    ``with`` block): says when the run resumes or is already complete, then a bar with tokens/s.
+    ``seconds`` is the generation time of this call so far."""
 
-    p = Path(run)
-    if (p / DB_NAME).is_file():
-        return p
-    q = runs_root() / run
-    if (q / DB_NAME).is_file():
-        return q
-    raise RefusalkitError(f"no run {run!r} (neither a run directory nor a name under {runs_root()})")
+    def __init__(self, label: str = "generating"):
+        self.bar = progress(label)
+        self.task: Any = None
+        self.seconds = 0.0
+
+    def __call__(self, p: Any) -> None:
+        if self.task is None:  # the first report comes before the model is loaded
+            if p.done == p.total:
+                err_console.print(f"all {p.total} responses already in {p.run_dir}")
+                return
+            if p.done:
+                err_console.print(f"resuming {p.run_dir}: {p.done} of {p.total} already done")
+            self.bar.start()
+            self.task = self.bar.add_task("gen", total=p.total, completed=p.done, rate="")
+            return
+        self.seconds = p.seconds
+        self.bar.update(self.task, completed=p.done, rate=f"{p.new_tokens / max(p.seconds, 1e-9):.1f} tok/s")
+
+    def __enter__(self) -> RunBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()

@@ -13,7 +13,7 @@ from rich.table import Table
 from refusalkit.cli.common import console, handle_errors
 from refusalkit.data.io import read_examples
 from refusalkit.detect import get_detector, is_refusal
-from refusalkit.evaluate.store import RunStore
+from refusalkit.runs import RunStore
 from refusalkit.models.base import GenerationConfig
 
 
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]refusalkit demo[/]: {len(exs)} prompts ({model}), judged by the {detector} detector")
         rdir, name, _, secs = run_generation(exs, model, cfg, run_dir=Path(run_dir) if run_dir else None,
                                              batch_size=16, fresh=False, kind="demo")
-        with RunStore(rdir) as st:
+        with RunStore.open_readonly(rdir) as st:
             resps = st.responses()
         det = get_detector(detector)
         verdicts = det.predict([r.response for r in resps], prompts=[r.prompt for r in resps])

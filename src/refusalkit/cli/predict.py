@@ -121,9 +121,9 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
     from refusalkit.cli.generate import run_generation
     from refusalkit.data.io import read_examples, write_json_atomic
     from refusalkit.detect import get_detector
-    from refusalkit.evaluate.store import RunStore
     from refusalkit.models.base import GenerationConfig
     from refusalkit.predict.bootstrap import train_from_responses
+    from refusalkit.runs import RunStore
 
     validate.generation(max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
     validate.output_dir("--out", out)
@@ -131,7 +131,7 @@ def bootstrap(prompts: Path = typer.Option(..., "--prompts", help="Unlabelled pr
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     rdir, name, _, _ = run_generation(exs, model, cfg, run_dir=out / "run", batch_size=batch_size, fresh=False,
                                       kind="bootstrap")
-    with RunStore(rdir) as st:
+    with RunStore.open_readonly(rdir) as st:
         resps = st.responses()
     clf, report = train_from_responses([r.prompt for r in resps], [r.response for r in resps],
                                        get_detector(detector), target_model=name, features=features,
@@ -169,9 +169,9 @@ def evaluate(data_dir: Optional[Path] = typer.Option(None, help="Folder with cha
     from refusalkit.detect.datasets import RS_FILE
     from refusalkit.predict.bootstrap import rs_prompt_figures
 
-    from refusalkit.data.registry import data_root
     if json_out is not None:
         validate.output_file("--json", json_out)
+    from refusalkit.data.registry import data_root
     figs = rs_prompt_figures((data_dir or data_root()) / RS_FILE, features, encoder=encoder, clf_kw=_clf_kw(features, lm, lm_layer))
     for k, v in figs.items():
         console.print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}", highlight=False)

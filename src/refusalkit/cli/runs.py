@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from refusalkit.cli.common import console, handle_errors, resolve_run
+from refusalkit.cli.common import console, handle_errors
 from refusalkit.data.io import write_jsonl_atomic
-from refusalkit.evaluate.store import RunStore, list_runs
+from refusalkit.runs import RunStore, list_runs, resolve_run
 
 runs_app = typer.Typer(help="Inspect and export stored runs.", no_args_is_help=True)
 
@@ -24,6 +25,9 @@ def list_cmd(root: Optional[Path] = typer.Option(None, help="Runs directory (def
     rows = list_runs(root)
     table = Table("name", "kind", "model", "done", "created")
     for r in rows:
+        if "error" in r:
+            table.add_row(escape(r["name"]), "unreadable", escape(r["error"]), "", "")
+            continue
         created = dt.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M") if r.get("created") else ""
         table.add_row(r["name"], str(r.get("kind")), str(r.get("model")),
                       f"{r['responses']}/{r['inputs']}", created)
@@ -33,8 +37,8 @@ def list_cmd(root: Optional[Path] = typer.Option(None, help="Runs directory (def
 @runs_app.command("show")
 @handle_errors
 def show_cmd(run: str = typer.Argument(..., help="Run directory or name.")) -> None:
-    """Show a run's metadata and progress as JSON."""
-    with RunStore(resolve_run(run), create=False) as st:
+    """Show a run's metadata and progress as JSON (the store is opened read-only)."""
+    with RunStore.open_readonly(resolve_run(run)) as st:
         console.print_json(json.dumps({"dir": str(st.dir), **st.counts(), "meta": st.get_meta()}))
 
 
@@ -43,7 +47,7 @@ def show_cmd(run: str = typer.Argument(..., help="Run directory or name.")) -> N
 def export_cmd(run: str = typer.Argument(..., help="Run directory or name."),
                output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write.")) -> None:
     """Write a run's responses (in input order) to a JSONL file, atomically."""
-    with RunStore(resolve_run(run), create=False) as st:
+    with RunStore.open_readonly(resolve_run(run)) as st:
         n = write_jsonl_atomic(output, st.iter_response_dicts())
     console.print(f"wrote {n} responses to {output}")
 

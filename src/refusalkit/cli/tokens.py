@@ -260,10 +260,10 @@ def generate_cmd(
     Each finished batch is saved; rerunning resumes."""
     import time
 
+    from refusalkit.cli.common import RunBar
     from refusalkit.data.io import write_jsonl_atomic
-    from refusalkit.evaluate.generation import default_run_dir, generate_into_store, run_key
-    from refusalkit.evaluate.store import RunStore
     from refusalkit.models.base import GenerationConfig
+    from refusalkit.runs import RunStore, run_resumable
     from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
     from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
 
@@ -285,38 +285,36 @@ def generate_cmd(
     policy_desc = prof["policy"] if prof else {"rule": rule or "argmax", "thresholds": thresholds,
                                                "controlled": controlled, "set_threshold": set_threshold,
                                                "temperature": temperature}
-    key = run_key(f"{model}|{adapter}", exs, cfg, policy=policy_desc)
-    rdir = run_dir or default_run_dir("tokens", key)
-    with RunStore(rdir) as store:
-        store.init_run(key, exs, kind="tokens", model=model, adapter=adapter, policy=policy_desc,
-                       config=cfg.to_dict(), input=input)
-        pending = store.pending()
-        t0 = time.perf_counter()
-        if pending:
-            hf, scheme, ids, info = _load(model, adapter, batch_size)
-            if prof is not None:
-                if prof.get("token_ids") and prof["token_ids"] != ids:
-                    raise RefusalkitError(f"profile {prof['__path__']} was calibrated for token ids "
-                                          f"{prof['token_ids']}, this model has {ids}")
-                policy = policy_from_profile(prof)
-            elif rule == "free":
-                policy = None
-            elif rule == "threshold":
-                from refusalkit.tokens.calibrate import parse_targets
-                policy = Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
-            elif rule == "set":
-                policy = Policy(scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold,
-                                temperature=temperature)
-            else:
-                policy = Policy(scheme, rule="argmax", temperature=temperature)
-            pm = PolicyModel(hf, policy, ids, emit_respond=emits_respond(info),
-                             answer_model=answer_model_for(model, info, batch_size) if policy is not None else None)
-            from refusalkit.cli.common import progress
-            with progress() as bar:
-                task = bar.add_task("gen", total=len(exs), completed=len(exs) - len(pending), rate="")
-                generate_into_store(store, pm, cfg, batch_size=batch_size,
-                                    on_batch=lambda n, t: bar.update(task, advance=n))
-        rows = []
+
+    def policy_model() -> PolicyModel:
+        """Load the model with the adapter and wrap it in the policy (only when something is pending)."""
+        hf, scheme, ids, info = _load(model, adapter, batch_size)
+        if prof is not None:
+            if prof.get("token_ids") and prof["token_ids"] != ids:
+                raise RefusalkitError(f"profile {prof['__path__']} was calibrated for token ids "
+                                      f"{prof['token_ids']}, this model has {ids}")
+            policy = policy_from_profile(prof)
+        elif rule == "free":
+            policy = None
+        elif rule == "threshold":
+            from refusalkit.tokens.calibrate import parse_targets
+            policy = Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
+        elif rule == "set":
+            policy = Policy(scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold,
+                            temperature=temperature)
+        else:
+            policy = Policy(scheme, rule="argmax", temperature=temperature)
+        return PolicyModel(hf, policy, ids, emit_respond=emits_respond(info),
+                           answer_model=answer_model_for(model, info, batch_size) if policy is not None else None)
+
+    t0 = time.perf_counter()
+    with RunBar() as bar:
+        res = run_resumable(exs, policy_model, cfg, run_dir, kind="tokens", model_id=f"{model}|{adapter}",
+                            key_extra={"policy": policy_desc}, batch_size=batch_size, on_progress=bar,
+                            meta={"model": model, "adapter": adapter, "policy": policy_desc, "input": input})
+    rdir = res.run_dir
+    rows = []
+    with RunStore.open_readonly(rdir) as store:
         for r in store.iter_response_dicts():
             for k in ("control_token", "control_category", "refused", "probs", "answered_by"):
                 if f"gen_{k}" in r:

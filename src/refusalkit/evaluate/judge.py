@@ -10,7 +10,7 @@ from typing import Any
 from refusalkit.detect.base import Detector
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.metrics import ErrorRates
-from refusalkit.evaluate.store import RunStore
+from refusalkit.runs.store import RunStore
 
 T2I_DETECTOR = "t2i"
 

@@ -17,11 +17,11 @@ from typing import Any
 from refusalkit.data.io import write_jsonl_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.benchsets import load_eval_examples, split_specs
-from refusalkit.evaluate.generation import generate_into_store, run_key
 from refusalkit.evaluate.judge import (T2I_DETECTOR, detector_error_rates, judge_pending, resolve_detector)
-from refusalkit.evaluate.store import DB_NAME, RunStore
 from refusalkit.evaluate.summary import compute_metrics
-from refusalkit.models.base import GenerationConfig
+from refusalkit.models.base import GenerationConfig, LanguageModel
+from refusalkit.models.spec import ModelSpec, load_model
+from refusalkit.runs import RunProgress, RunStore, run_resumable
 
 OUTPUTS = ("metrics.json", "responses.jsonl", "report.html", "frontier.png", "categories.png")
 
@@ -38,41 +38,11 @@ class EvalResult:
     timing: dict[str, float]
 
 
-class _TimedModel:
-    """Wraps a LanguageModel and adds up the seconds spent inside ``generate``."""
-
-    def __init__(self, model: Any):
-        self.model = model
-        self.name = model.name
-        self.seconds = 0.0
-
-    def generate(self, prompts, config=None):
-        t = time.perf_counter()
-        try:
-            return self.model.generate(prompts, config)
-        finally:
-            self.seconds += time.perf_counter() - t
-
-
-def load_eval_model(spec: str, *, batch_size: int = 16, images_dir: Path | None = None):
-    """Return a model for ``spec``: ``t2i:MODEL@URL`` for an OpenAI-compatible image endpoint (images kept
-    in ``images_dir``), else any ``--model`` spec that :func:`refusalkit.models.spec.load_model` accepts."""
-    if spec.startswith("t2i:"):
-        from refusalkit.models.t2i import OpenAIImageModel, parse_t2i_spec
-        model, url = parse_t2i_spec(spec)
-        return OpenAIImageModel(model, url, images_dir=images_dir)
-    from refusalkit.models.spec import load_model, parse_model_spec
-    kind, _ = parse_model_spec(spec)
-    return load_model(spec) if kind == "openai" else load_model(spec, batch_size=batch_size)
-
-
-def _validate_spec(spec: str) -> None:
-    if spec.startswith("t2i:"):
-        from refusalkit.models.t2i import parse_t2i_spec
-        parse_t2i_spec(spec)
-    else:
-        from refusalkit.models.spec import parse_model_spec
-        parse_model_spec(spec)
+def load_eval_model(spec: str | ModelSpec, *, batch_size: int = 16,
+                    images_dir: Path | None = None) -> LanguageModel:
+    """Return the model for any ``--model`` spec that :func:`refusalkit.models.spec.load_model` accepts;
+    a ``t2i:MODEL@URL`` image endpoint keeps its images in ``images_dir``."""
+    return load_model(spec, batch_size=batch_size, images_dir=images_dir)
 
 
 def judged_rows(store: RunStore, detector_name: str) -> list[dict[str, Any]]:
@@ -122,8 +92,8 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
     cfg = config or GenerationConfig()
     if not 0.5 <= level < 1:
         raise RefusalkitError(f"--confidence must be in [0.5, 1), got {level}")
-    _validate_spec(model_spec)
-    if detector is None and model_spec.startswith("t2i:"):
+    ms = ModelSpec.parse(model_spec)
+    if detector is None and ms.kind == "t2i":
         detector = T2I_DETECTOR
     det = resolve_detector(detector)
     errors = detector_error_rates(det, sens, spec)
@@ -131,59 +101,37 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
     examples = load_eval_examples(specs, limit=limit, seed=seed, limit_mode=limit_mode, data_dir=data_dir)
     if model is None:  # every prompt must fit the context before the run store is even created
         from refusalkit.models.context import check_examples
-        check_examples(model_spec, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
+        check_examples(ms, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     out = Path(out_dir)
-    if fresh:
-        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *OUTPUTS):
-            (out / name).unlink(missing_ok=True)
-    key = run_key(model_spec, examples, cfg, kind="eval")
-    timing = {"load_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
-    with RunStore(out) as store:
-        try:
-            store.init_run(key, examples, kind="eval", model=model_spec, config=cfg.to_dict(),
-                           input=",".join(specs), benchmarks=specs, limit=limit, limit_mode=limit_mode, seed=seed)
-        except RefusalkitError:
-            raise RefusalkitError(f"{out} holds a different run (other model, prompts or generation settings); "
-                                  "choose another --out or pass --fresh to start over") from None
+    pass_no = 1
+
+    def on_open(store: RunStore) -> None:
+        nonlocal pass_no
         if rejudge:
             store.clear_verdicts(det.name)
-        meta = store.get_meta()
-        pass_no = int(meta.get("eval_passes", 0)) + 1
+        pass_no = int(store.get_meta().get("eval_passes", 0)) + 1
         store.set_meta(eval_passes=pass_no, detector=det.name)
-        total = len(examples)
-        judged = 0
-        pending = store.pending()
-        n_gen = 0
-        if pending:
-            t = time.perf_counter()
-            lm = model if model is not None else load_eval_model(model_spec, batch_size=batch_size,
-                                                                     images_dir=out / "images")
-            timing["load_s"] = time.perf_counter() - t
-            store.set_meta(model_name=lm.name)
-            timed = _TimedModel(lm)
-            done0 = total - len(pending)
 
-            def on_batch(n: int, _ntok: int) -> None:
-                nonlocal judged, done0
-                t = time.perf_counter()
-                judged += judge_pending(store, det, pass_no=pass_no)
-                timing["judge_s"] += time.perf_counter() - t
-                done0 += n
-                if on_progress:
-                    on_progress("generate", done0, total)
+    def report(p: RunProgress) -> None:
+        if on_progress and p.new:
+            on_progress("generate", p.done, p.total)
 
-            n_gen = generate_into_store(store, timed, cfg, batch_size=batch_size, on_batch=on_batch)
-            timing["generate_s"] = timed.seconds
-        t = time.perf_counter()
-        judged += judge_pending(store, det, pass_no=pass_no)
-        timing["judge_s"] += time.perf_counter() - t
+    res = run_resumable(
+        examples, model if model is not None else
+        (lambda: load_eval_model(ms, batch_size=batch_size, images_dir=out / "images")),
+        cfg, out, fresh=fresh, outputs=OUTPUTS, kind="eval", model_id=ms.display, key_extra={"kind": "eval"},
+        meta={"input": ",".join(specs), "benchmarks": specs, "limit": limit, "limit_mode": limit_mode,
+              "seed": seed},
+        batch_size=batch_size, on_open=on_open, judge=lambda store: judge_pending(store, det, pass_no=pass_no),
+        on_progress=report, dir_option="--out")
+    with RunStore.open_readonly(out) as store:
         rows = judged_rows(store, det.name)
-        model_name = store.get_meta().get("model_name")
-        run_info = {"dir": str(out), "model": model_spec, "model_name": model_name, "benchmarks": specs,
-                    "limit": limit, "limit_mode": limit_mode, "seed": seed, "n_inputs": total,
-                    "generation": cfg.to_dict(), "batch_size": batch_size, "run_key": key,
-                    "created": meta.get("created"), "eval_passes": pass_no,
-                    "refusalkit_version": _version()}
+    run_info = {"dir": str(out), "model": ms.display, "model_name": res.model_name, "benchmarks": specs,
+                "limit": limit, "limit_mode": limit_mode, "seed": seed, "n_inputs": res.n_inputs,
+                "generation": cfg.to_dict(), "batch_size": batch_size, "run_key": res.key,
+                "created": res.created, "eval_passes": pass_no, "refusalkit_version": _version()}
+    timing: dict[str, Any] = dict(res.timing)
+    n_gen, judged = res.n_new, res.n_judged
     t = time.perf_counter()
     metrics = compute_metrics(rows, run=run_info, detector={"name": det.name}, errors=errors, level=level,
                               n_boot=n_boot, seed=seed)

@@ -56,7 +56,7 @@ def score_items(hf: Any, items: list[LabelledPrompt], token_ids: dict[str, int],
                 temperature: float = 1.0, cache_key: str | None = None,
                 on_batch: Callable[[int], None] | None = None) -> Scored:
     """Return the items' scores, cached (as ``.npz``, no pickle) under the runs root by ``cache_key``."""
-    from refusalkit.evaluate.store import runs_root
+    from refusalkit.runs.store import runs_root
 
     path = None
     if cache_key:

@@ -63,33 +63,29 @@ def scheme_for(items: list[LabelledPrompt], cfg: TrainConfig) -> TokenScheme:
 
 
 def base_answers(model_spec: str, items: list[LabelledPrompt], work_dir: Path, max_new_tokens: int,
-                 *, batch_size: int = 16, log: Callable[[str], None] = _log.info) -> dict[str, dict[str, Any]]:
+                 *, batch_size: int = 16, log: Callable[[str], None] = _log.info,
+                 fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Return ``{id: {"text", "finish_reason"}}``: the base model's own greedy answers to ``items``,
-    generated once into a resumable run store under ``work_dir``."""
+    generated once into a resumable run store under ``work_dir`` (``fresh``: generated again)."""
     from refusalkit.data.records import Example
-    from refusalkit.evaluate.generation import generate_into_store, run_key
-    from refusalkit.evaluate.store import RunStore
     from refusalkit.models.base import GenerationConfig
-    from refusalkit.models.spec import load_model
+    from refusalkit.runs import RunProgress, RunStore, run_resumable
 
     exs = [Example(id=it.id, prompt=it.prompt, category=it.category) for it in items]
     gcfg = GenerationConfig(max_new_tokens=max_new_tokens)
-    with RunStore(work_dir / "base_answers") as store:
-        store.init_run(run_key(model_spec, exs, gcfg), exs, kind="tokens-answers", model=model_spec,
-                       config=gcfg.to_dict())
-        pending = store.pending()
-        if pending:
-            log(f"base answers: {len(exs) - len(pending)} of {len(exs)} cached; generating {len(pending)}")
-            model = load_model(model_spec, batch_size=batch_size)
-            t0 = time.perf_counter()
-            done = [0]
+    first: list[RunProgress] = []
 
-            def on_batch(n: int, ntok: int) -> None:
-                done[0] += n
-                log(f"  answers {done[0]}/{len(pending)} ({time.perf_counter() - t0:.0f}s)")
+    def on_progress(p: RunProgress) -> None:
+        if not first:
+            first.append(p)
+            if p.done < p.total:
+                log(f"base answers: {p.done} of {p.total} cached; generating {p.total - p.done}")
+        else:
+            log(f"  answers {p.new}/{p.total - first[0].done} ({p.seconds:.0f}s)")
 
-            generate_into_store(store, model, gcfg, batch_size=batch_size, on_batch=on_batch)
-            del model
+    res = run_resumable(exs, model_spec, gcfg, work_dir / "base_answers", fresh=fresh, kind="tokens-answers",
+                        batch_size=batch_size, on_progress=on_progress)
+    with RunStore.open_readonly(res.run_dir) as store:
         return {r.id: {"text": r.response, "finish_reason": r.finish_reason} for r in store.responses()}
 
 
@@ -255,6 +251,15 @@ def _loss_curve(log_file: Path, history: list[dict[str, Any]]) -> list[dict[str,
     return [last[k] for k in sorted(last)]
 
 
+def _remove_training_state(work: Path) -> None:
+    """Remove what training wrote into ``work`` (the Trainer's ``checkpoint-N`` folders and the loss log);
+    the base answers' run store is removed by :func:`base_answers` with ``fresh``. Other files stay."""
+    for ck in (work / "checkpoints").glob("checkpoint-*"):
+        if ck.is_dir() and ck.name.split("-")[-1].isdigit():
+            shutil.rmtree(ck)
+    (work / "train_log.jsonl").unlink(missing_ok=True)
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> str | None:
     cks = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(cks[-1]) if cks else None
@@ -278,8 +283,8 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
 
     out = Path(out_dir)
     work = Path(work_dir) if work_dir else out / "_work"
-    if fresh and work.exists():
-        shutil.rmtree(work)
+    if fresh:
+        _remove_training_state(work)
     work.mkdir(parents=True, exist_ok=True)
     items = read_labelled(cfg.data)
     scheme = scheme_for(items, cfg)
@@ -300,7 +305,7 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     answers: dict[str, dict[str, Any]] = {}
     need = [it for it in train_items if not it.refuse and not it.response]
     if cfg.respond_target == "self" and need:
-        answers = base_answers(cfg.model, need, work, cfg.answer_tokens, log=log)
+        answers = base_answers(cfg.model, need, work, cfg.answer_tokens, log=log, fresh=fresh)
     tagged = tag_examples(train_items, scheme, {k: v["text"] for k, v in answers.items()},
                           respond_target=cfg.respond_target)
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from refusalkit.data.io import write_jsonl_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
-from refusalkit.evaluate.generation import generate_into_store, run_key
 from refusalkit.evaluate.judge import judge_pending, resolve_detector
 from refusalkit.evaluate.runner import judged_rows, load_eval_model
-from refusalkit.evaluate.store import RunStore
 from refusalkit.models.base import GenerationConfig
+from refusalkit.models.spec import redact
+from refusalkit.runs import RunStore, run_resumable
 from refusalkit.values.experiments import (detector_check, logprob_experiment, longform_examples,
                                            mark_refusals, refusal_tables, save_json)
 from refusalkit.values.statements import Statement
@@ -48,7 +48,7 @@ def run_values(statements: list[Statement], *, model_spec: str, out_dir: str | P
     cfg = config or GenerationConfig(max_new_tokens=160)
     det = resolve_detector(detector) if "longform" in experiments else None
     lm = model if model is not None else load_eval_model(model_spec, batch_size=batch_size)
-    doc: dict[str, Any] = {"schema": "refusalkit.values/1", "model": model_spec, "model_name": lm.name,
+    doc: dict[str, Any] = {"schema": "refusalkit.values/1", "model": redact(model_spec), "model_name": lm.name,
                            "n_statements": len(statements),
                            "languages": sorted({s.language for s in statements}),
                            "topics": sorted({s.topic for s in statements}), "experiments": list(experiments)}
@@ -62,16 +62,10 @@ def run_values(statements: list[Statement], *, model_spec: str, out_dir: str | P
                                             "agree ... -2 strongly disagree)", xlabel="topic", ylabel="agreement")
     if "longform" in experiments:
         exs = longform_examples(statements)
-        store_dir = out / "longform"
-        if fresh and (store_dir / "run.sqlite").exists():
-            import shutil
-            shutil.rmtree(store_dir)
-        with RunStore(store_dir) as store:
-            store.init_run(run_key(model_spec, exs, cfg, kind="values"), exs, kind="values", model=model_spec,
-                           config=cfg.to_dict())
-            generate_into_store(store, lm, cfg, batch_size=batch_size,
-                                on_batch=lambda n, t: judge_pending(store, det))
-            judge_pending(store, det)
+        res = run_resumable(exs, lm, cfg, out / "longform", fresh=fresh, kind="values", model_id=model_spec,
+                            key_extra={"kind": "values"}, batch_size=batch_size,
+                            judge=lambda store: judge_pending(store, det))
+        with RunStore.open_readonly(res.run_dir) as store:
             rows = [{**r, "language": r.get("language") or r.get("meta", {}).get("language")}
                     for r in judged_rows(store, det.name)]
         rows = mark_refusals(rows)
