@@ -55,6 +55,9 @@ def test_train_writes_small_adapter_and_resumes(trained):
     sd = load_file(str(out / "adapter_model.safetensors"))
     rows = [v for k, v in sd.items() if "trainable_tokens" in k]
     assert rows and rows[0].shape[0] == 3
+    from refusalkit.artifacts import verify
+    files = {"adapter_model.safetensors", "adapter_config.json", "refusal_tokens.json", "splits.json"}
+    assert files <= set(verify(out, required=True)) <= files | {"output_rows.safetensors"}
 
 
 def test_score_calibrate_generate(trained, tiny_model_dir, small_data, tmp_path):

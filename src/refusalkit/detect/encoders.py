@@ -35,12 +35,12 @@ def weight_files(folder: Path) -> list[Path]:
 
 def encoder_sha256(folder: str | Path) -> str:
     """Return one sha256 over the encoder's safetensors weight files (names and contents, in order)."""
+    from refusalkit.artifacts import update_sha256
+
     h = hashlib.sha256()
     for f in weight_files(check_encoder_dir(folder)):
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_sha256(h, f)
     return h.hexdigest()
 
 
