@@ -16,6 +16,10 @@ for _module in (demo, generate, runs, serve, detect_cmd, predict_cmd, tokens, ev
                 values):
     _module.register(app)
 
+from refusalkit.cli import attack as attack_cmd  # noqa: E402
+
+attack_cmd.register(app)
+
 
 @app.command()
 def version() -> None:
