@@ -276,3 +276,21 @@ def test_t2i_judge_reads_the_backend_flag_through_the_same_interface():
     assert not det.judges_text
     with pytest.raises(RefusalkitError, match="not texts"):
         det.predict_proba(["x"])
+
+
+def test_damaged_shipped_default_is_an_error_not_a_switch_to_keywords(tmp_path, monkeypatch):
+    import refusalkit.detect as D
+    from refusalkit.detect import registry as R
+    from refusalkit.evaluate.judge import resolve_detector
+
+    root = tmp_path / "resources"
+    shutil.copytree(RESOURCES / "detect" / "default", root / "default")
+    fake = lambda name: root / R.KINDS[R.ALIASES.get(name, name)].shipped  # noqa: E731
+    monkeypatch.setattr(R, "shipped_dir", fake)
+    monkeypatch.setattr(D, "shipped_dir", fake)
+    assert resolve_detector(None).name == "default"
+    (root / "default" / "weights.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(A.ArtifactError, match="weights.npz"):
+        resolve_detector(None)
+    shutil.rmtree(root / "default")  # an install without the shipped model falls back to keywords
+    assert resolve_detector(None).name == "keyword"

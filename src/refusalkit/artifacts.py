@@ -82,8 +82,11 @@ def _entry(path: Path) -> dict[str, Any]:
 
 
 def _listed_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    )
 
 
 def manifest_of(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> dict[str, Any]:
@@ -118,8 +121,13 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]] |
     for name, e in files.items():
         if isinstance(e, str):  # the plain file -> sha256 form
             e = {"sha256": e, "size": None}
-        if (not isinstance(e, dict) or not isinstance(e.get("sha256"), str) or len(e["sha256"]) != 64
-                or ".." in Path(name).parts or Path(name).is_absolute()):
+        if (
+            not isinstance(e, dict)
+            or not isinstance(e.get("sha256"), str)
+            or len(e["sha256"]) != 64
+            or ".." in Path(name).parts
+            or Path(name).is_absolute()
+        ):
             raise ArtifactError(mp, f"damaged manifest: bad entry for {name!r}")
         out[name] = {"sha256": e["sha256"], "size": e.get("size")}
     return out
@@ -160,12 +168,13 @@ def json_bytes(obj: Any, indent: int | None = 1) -> bytes:
     return _json_bytes(obj, indent)
 
 
-def npz_bytes(arrays: Mapping[str, "np.ndarray"]) -> bytes:
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """Return ``arrays`` as the bytes of a compressed ``.npz`` (no pickled objects)."""
     import numpy as np
 
     buf = io.BytesIO()
-    np.savez_compressed(buf, **dict(arrays))
+    named: dict[str, Any] = dict(arrays)  # array names as keywords (numpy's stubs type them like its own options)
+    np.savez_compressed(buf, **named)
     return buf.getvalue()
 
 
@@ -189,8 +198,9 @@ def _umask() -> int:
     return m
 
 
-def write_artifact(folder: str | os.PathLike[str], files: Mapping[str, bytes | str],
-                   card: Mapping[str, Any] | None = None) -> Path:
+def write_artifact(
+    folder: str | os.PathLike[str], files: Mapping[str, bytes | str], card: Mapping[str, Any] | None = None
+) -> Path:
     """Write an artifact folder: ``files`` (relative name -> bytes or text), ``card.json`` when ``card`` is
     given, then ``manifest.json`` over all of them; return the folder.
 
@@ -223,6 +233,7 @@ def write_artifact(folder: str | os.PathLike[str], files: Mapping[str, bytes | s
             os.replace(tmp, folder)
         except BaseException:
             import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return folder
@@ -271,7 +282,7 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
         raise ArtifactError(p, f"damaged {what}: invalid JSON ({e.msg}, line {e.lineno})") from None
 
 
-def read_npz(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Return every array of a ``.npz`` file (read without pickle); raise ArtifactError when the file is
     missing, not an npz archive, damaged or holds pickled objects."""
     import numpy as np
@@ -286,12 +297,14 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, "np.ndarray"]:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as e:  # BadZipFile, zlib.error, ValueError (pickled data), OSError, EOFError ...
-        raise ArtifactError(p, f"damaged weights file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                            .rstrip(": ")) from None
+        raise ArtifactError(
+            p, f"damaged weights file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        ) from None
 
 
-def read_meta(folder: str | os.PathLike[str], kind: str | None = None,
-              what: str = "model") -> tuple[dict[str, Any], dict[str, "np.ndarray"]]:
+def read_meta(
+    folder: str | os.PathLike[str], kind: str | None = None, what: str = "model"
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return ``(meta, arrays)`` of a saved model folder after :func:`verify`: ``meta.json`` as a dict and
     the arrays of ``weights.npz`` (empty when the model has no weights file and its manifest lists none).
 
@@ -324,27 +337,38 @@ def read_card(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return card
 
 
-def meta_field(meta: Mapping[str, Any], name: str, types: type | tuple[type, ...],
-               where: str | os.PathLike[str]) -> Any:
+def meta_field(
+    meta: Mapping[str, Any], name: str, types: type | tuple[type, ...], where: str | os.PathLike[str]
+) -> Any:
     """Return ``meta[name]`` when it has one of ``types``; raise ArtifactError naming ``where`` and the field."""
     ts = types if isinstance(types, tuple) else (types,)
     v = meta.get(name)
     if not isinstance(v, ts) or (isinstance(v, bool) and bool not in ts):
-        raise ArtifactError(where, f"damaged: field {name!r} is {type(v).__name__}, not "
-                            f"{' or '.join(t.__name__ for t in ts)}")
+        raise ArtifactError(
+            where, f"damaged: field {name!r} is {type(v).__name__}, not {' or '.join(t.__name__ for t in ts)}"
+        )
     return v
 
 
-def check_shape(arrays: Mapping[str, Any], name: str, shape: tuple[int | None, ...], where: str | os.PathLike[str]) -> Any:
+def check_shape(
+    arrays: Mapping[str, Any], name: str, shape: tuple[int | None, ...], where: str | os.PathLike[str]
+) -> Any:
     """Return ``arrays[name]`` when it exists, is numeric and has ``shape`` (``None`` matches any length);
     raise ArtifactError naming the file and array otherwise (a mis-shaped or foreign weights file)."""
     a = arrays.get(name)
     if a is None:
         raise ArtifactError(where, f"damaged weights: no array {name!r}")
-    if a.dtype.kind not in "fiu" or a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+    if (
+        a.dtype.kind not in "fiu"
+        or a.ndim != len(shape)
+        or any(s is not None and s != d for s, d in zip(shape, a.shape))
+    ):
         want = "x".join("?" if s is None else str(s) for s in shape) or "scalar"
-        raise ArtifactError(where, f"damaged weights: array {name!r} has shape {'x'.join(map(str, a.shape)) or 'scalar'} "
-                            f"({a.dtype}), expected {want}")
+        raise ArtifactError(
+            where,
+            f"damaged weights: array {name!r} has shape {'x'.join(map(str, a.shape)) or 'scalar'} "
+            f"({a.dtype}), expected {want}",
+        )
     return a
 
 

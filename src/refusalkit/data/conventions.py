@@ -6,23 +6,42 @@ as XSTest (3 classes), Reuter & Schulze (binary over ``fine_label``), OR-Bench (
 
 from __future__ import annotations
 
-from refusalkit.data.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
-                                        REDIRECTION)
+from refusalkit.data.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REDIRECTION
 from refusalkit.errors import RefusalkitError
 
 # XSTest: "full refusal includes responses that only offer alternative suggestions", so redirection is
 # a full refusal there; a compliant answer with a disclaimer stays full compliance.
 TO_CONVENTION: dict[str, dict[str, str]] = {
-    "xstest": {FULL_COMPLIANCE: "1_full_compliance", FULL_REFUSAL: "2_full_refusal",
-               REDIRECTION: "2_full_refusal", PARTIAL_REFUSAL: "3_partial_refusal"},
-    "orbench": {FULL_COMPLIANCE: "direct_answer", FULL_REFUSAL: "direct_refusal",
-                REDIRECTION: "indirect_refusal", PARTIAL_REFUSAL: "indirect_refusal"},
-    "reuter_schulze": {FULL_COMPLIANCE: "compliance", FULL_REFUSAL: "refusal",
-                       REDIRECTION: "refusal", PARTIAL_REFUSAL: "refusal"},
-    "coconot": {FULL_COMPLIANCE: "compliance", FULL_REFUSAL: "noncompliance",
-                REDIRECTION: "noncompliance", PARTIAL_REFUSAL: "noncompliance"},
-    "binary": {FULL_COMPLIANCE: "compliance", FULL_REFUSAL: "refusal",
-               REDIRECTION: "refusal", PARTIAL_REFUSAL: "refusal"},
+    "xstest": {
+        FULL_COMPLIANCE: "1_full_compliance",
+        FULL_REFUSAL: "2_full_refusal",
+        REDIRECTION: "2_full_refusal",
+        PARTIAL_REFUSAL: "3_partial_refusal",
+    },
+    "orbench": {
+        FULL_COMPLIANCE: "direct_answer",
+        FULL_REFUSAL: "direct_refusal",
+        REDIRECTION: "indirect_refusal",
+        PARTIAL_REFUSAL: "indirect_refusal",
+    },
+    "reuter_schulze": {
+        FULL_COMPLIANCE: "compliance",
+        FULL_REFUSAL: "refusal",
+        REDIRECTION: "refusal",
+        PARTIAL_REFUSAL: "refusal",
+    },
+    "coconot": {
+        FULL_COMPLIANCE: "compliance",
+        FULL_REFUSAL: "noncompliance",
+        REDIRECTION: "noncompliance",
+        PARTIAL_REFUSAL: "noncompliance",
+    },
+    "binary": {
+        FULL_COMPLIANCE: "compliance",
+        FULL_REFUSAL: "refusal",
+        REDIRECTION: "refusal",
+        PARTIAL_REFUSAL: "refusal",
+    },
 }
 CONVENTIONS = tuple(TO_CONVENTION)
 
@@ -31,19 +50,39 @@ CONVENTIONS = tuple(TO_CONVENTION)
 # "contradicted" (corrects the premise, then answers) count as refusals in their scheme; they are the
 # refuse-part-answer-part case of the taxonomy. dontknow/incoherent are excluded by the paper.
 FROM_GOLD: dict[str, dict[str, str | None]] = {
-    "reuter_schulze": {"complied": FULL_COMPLIANCE, "rejected": FULL_REFUSAL, "redirected": REDIRECTION,
-                       "counseling": REDIRECTION, "contradicted": PARTIAL_REFUSAL,
-                       "disclaimed": PARTIAL_REFUSAL, "dontknow": None, "incoherent": None,
-                       "compliance": FULL_COMPLIANCE, "refusal": FULL_REFUSAL, "excluded": None},
-    "xstest": {"1_full_compliance": FULL_COMPLIANCE, "2_full_refusal": FULL_REFUSAL,
-               "3_partial_refusal": PARTIAL_REFUSAL, "full_compliance": FULL_COMPLIANCE,
-               "full_refusal": FULL_REFUSAL, "partial_refusal": PARTIAL_REFUSAL},
-    "orbench": {"direct_answer": FULL_COMPLIANCE, "direct_refusal": FULL_REFUSAL,
-                "indirect_refusal": PARTIAL_REFUSAL},
+    "reuter_schulze": {
+        "complied": FULL_COMPLIANCE,
+        "rejected": FULL_REFUSAL,
+        "redirected": REDIRECTION,
+        "counseling": REDIRECTION,
+        "contradicted": PARTIAL_REFUSAL,
+        "disclaimed": PARTIAL_REFUSAL,
+        "dontknow": None,
+        "incoherent": None,
+        "compliance": FULL_COMPLIANCE,
+        "refusal": FULL_REFUSAL,
+        "excluded": None,
+    },
+    "xstest": {
+        "1_full_compliance": FULL_COMPLIANCE,
+        "2_full_refusal": FULL_REFUSAL,
+        "3_partial_refusal": PARTIAL_REFUSAL,
+        "full_compliance": FULL_COMPLIANCE,
+        "full_refusal": FULL_REFUSAL,
+        "partial_refusal": PARTIAL_REFUSAL,
+    },
+    "orbench": {"direct_answer": FULL_COMPLIANCE, "direct_refusal": FULL_REFUSAL, "indirect_refusal": PARTIAL_REFUSAL},
     "coconot": {"compliance": FULL_COMPLIANCE, "noncompliance": FULL_REFUSAL},
-    "binary": {"compliance": FULL_COMPLIANCE, "refusal": FULL_REFUSAL, "complied": FULL_COMPLIANCE,
-               "refused": FULL_REFUSAL, "0": FULL_COMPLIANCE, "1": FULL_REFUSAL,
-               "false": FULL_COMPLIANCE, "true": FULL_REFUSAL},
+    "binary": {
+        "compliance": FULL_COMPLIANCE,
+        "refusal": FULL_REFUSAL,
+        "complied": FULL_COMPLIANCE,
+        "refused": FULL_REFUSAL,
+        "0": FULL_COMPLIANCE,
+        "1": FULL_REFUSAL,
+        "false": FULL_COMPLIANCE,
+        "true": FULL_REFUSAL,
+    },
 }
 
 
@@ -54,8 +93,12 @@ def _check(label: str) -> None:
 
 def _table(convention: str, tables: dict) -> dict:
     key = convention.lower().replace("-", "_").replace(" ", "_")
-    key = {"or_bench": "orbench", "reuter": "reuter_schulze", "rs": "reuter_schulze",
-           "chatgpt_refusals": "reuter_schulze"}.get(key, key)
+    key = {
+        "or_bench": "orbench",
+        "reuter": "reuter_schulze",
+        "rs": "reuter_schulze",
+        "chatgpt_refusals": "reuter_schulze",
+    }.get(key, key)
     if key not in tables:
         raise RefusalkitError(f"unknown convention {convention!r}; known: {', '.join(tables)}")
     return tables[key]
@@ -107,8 +150,7 @@ def from_gold(gold: object, convention: str) -> str | None:
         return table[low]
     if low in FROM_GOLD["binary"]:
         return FROM_GOLD["binary"][low]
-    raise RefusalkitError(f"gold label {gold!r} is not a {convention} label; known: "
-                          f"{', '.join(k for k in table)}")
+    raise RefusalkitError(f"gold label {gold!r} is not a {convention} label; known: {', '.join(k for k in table)}")
 
 
 def gold_binary(gold: object, convention: str) -> int | None:

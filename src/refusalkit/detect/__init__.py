@@ -14,7 +14,16 @@ from refusalkit.detect.base import Detector
 from refusalkit.detect.keyword import KeywordDetector
 from refusalkit.detect.registry import get_detector, load_detector, make_detector, names, shipped_dir
 
-__all__ = ["LABELS", "is_refusal", "Detector", "KeywordDetector", "get_detector", "load_detector", "make_detector",
-           "shipped_dir", "DETECTORS"]
+__all__ = [
+    "LABELS",
+    "is_refusal",
+    "Detector",
+    "KeywordDetector",
+    "get_detector",
+    "load_detector",
+    "make_detector",
+    "shipped_dir",
+    "DETECTORS",
+]
 
 DETECTORS = names()

@@ -68,7 +68,7 @@ class Detector:
     card: dict[str, Any] | None = None
 
     @classmethod
-    def ready(cls, arg: str | None = None) -> "Detector":
+    def ready(cls, arg: str | None = None) -> Detector:
         """Return a ready-to-use detector of this kind for ``get_detector(KIND[:ARG])`` (kinds that need no
         training or shipped model; learned kinds are loaded from their shipped folder instead)."""
         if arg:
@@ -101,7 +101,9 @@ class Detector:
         pass over the responses and their prompts (an LLM judge generates once per response)."""
         P = np.asarray(self.predict_proba([r.response for r in responses], [r.prompt for r in responses]))
         if P.shape[0] != len(responses):
-            raise RefusalkitError(f"detector {self.name!r} returned {P.shape[0]} verdicts for {len(responses)} responses")
+            raise RefusalkitError(
+                f"detector {self.name!r} returned {P.shape[0]} verdicts for {len(responses)} responses"
+            )
         return verdicts_from_proba([r.id for r in responses], P, self.classes_, self.name)
 
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
@@ -138,5 +140,7 @@ def verdicts_from_proba(ids: Sequence[str], P: np.ndarray, classes: Sequence[str
     """Return one :class:`Verdict` per row of class probabilities ``P`` (label by the full-compliance-at-0.5
     rule, ``p_refusal`` = 1 - P(full compliance))."""
     p = 1.0 - P[:, list(classes).index(FULL_COMPLIANCE)]
-    return [Verdict(id=i, verdict=lab, p_refusal=float(v), detector=detector)
-            for i, lab, v in zip(ids, labels_from_proba(P, classes), p)]
+    return [
+        Verdict(id=i, verdict=lab, p_refusal=float(v), detector=detector)
+        for i, lab, v in zip(ids, labels_from_proba(P, classes), p)
+    ]

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.detect.base import Detector, check_prompts, check_texts
 from refusalkit.data.taxonomy import LABELS
+from refusalkit.detect.base import Detector, check_prompts, check_texts
 from refusalkit.errors import RefusalkitError
 
 
@@ -27,10 +27,11 @@ class CascadeDetector(Detector):
         self.routed_: list[int] = []
 
     @classmethod
-    def ready(cls, arg: str | None = None) -> "CascadeDetector":
+    def ready(cls, arg: str | None = None) -> CascadeDetector:
         """Return the shipped cascade: ``default`` decides unless its P(refusal) lies in (0.25, 0.75), then
         ``embedding`` decides."""
         from refusalkit.detect.registry import get_detector
+
         if arg:
             raise RefusalkitError(f"detector 'cascade' takes no ':' argument (got {arg!r})")
         return cls([(get_detector("default"), 0.25, 0.75), (get_detector("embedding"), 0, 1)])

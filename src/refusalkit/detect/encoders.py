@@ -18,13 +18,16 @@ def check_encoder_dir(folder: str | Path) -> Path:
     """Return ``folder`` resolved, after checking that it holds a local encoder with safetensors weights."""
     p = Path(folder).expanduser()
     if not p.is_dir():
-        raise RefusalkitError(f"encoder {folder}: not a folder (give the local folder of a sentence-transformers "
-                              "or transformers encoder; hub ids are not fetched)")
+        raise RefusalkitError(
+            f"encoder {folder}: not a folder (give the local folder of a sentence-transformers "
+            "or transformers encoder; hub ids are not fetched)"
+        )
     if not (p / "config.json").is_file():
         raise RefusalkitError(f"encoder {p}: no config.json; not a transformers model folder")
     if not weight_files(p):
-        raise RefusalkitError(f"encoder {p}: no *.safetensors weights (pickled weights such as "
-                              "pytorch_model.bin are not loaded)")
+        raise RefusalkitError(
+            f"encoder {p}: no *.safetensors weights (pickled weights such as pytorch_model.bin are not loaded)"
+        )
     return p.resolve()
 
 
@@ -50,9 +53,12 @@ def verify_encoder(folder: str | Path, sha256: str | None, *, owner: str) -> Pat
     try:
         p = check_encoder_dir(folder)
     except RefusalkitError as e:
-        raise RefusalkitError(f"{owner} was trained with the encoder at {folder}, which cannot be used here: "
-                              f"{e}") from None
+        raise RefusalkitError(
+            f"{owner} was trained with the encoder at {folder}, which cannot be used here: {e}"
+        ) from None
     if sha256 and encoder_sha256(p) != sha256:
-        raise RefusalkitError(f"{owner} was trained with the encoder at {folder} (weights sha256 {sha256[:12]}...), "
-                              "but that folder now holds different weights; retrain the classifier")
+        raise RefusalkitError(
+            f"{owner} was trained with the encoder at {folder} (weights sha256 {sha256[:12]}...), "
+            "but that folder now holds different weights; retrain the classifier"
+        )
     return p

@@ -24,12 +24,15 @@ def read_responses(path: str | Path) -> tuple[list[dict[str, Any]], list[str], l
     for r in rows:
         line = r.get("__line__")
         if "response" not in r or r["response"] is None:
-            raise InputError("missing (every row needs the model's answer in 'response')", file=str(path),
-                             line=line, field="response")
+            raise InputError(
+                "missing (every row needs the model's answer in 'response')",
+                file=str(path),
+                line=line,
+                field="response",
+            )
         v = r["response"]
         if not isinstance(v, str):
-            raise InputError(f"expected a string, got {type(v).__name__}", file=str(path), line=line,
-                             field="response")
+            raise InputError(f"expected a string, got {type(v).__name__}", file=str(path), line=line, field="response")
         p = r.get("prompt")
         if p is not None and not isinstance(p, str):
             raise InputError(f"expected a string, got {type(p).__name__}", file=str(path), line=line, field="prompt")

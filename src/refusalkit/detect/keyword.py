@@ -10,10 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from refusalkit.data.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REDIRECTION
 from refusalkit.detect.base import Detector, check_prompts, check_texts
 from refusalkit.detect.patterns import _fires, matched
-from refusalkit.data.taxonomy import (FULL_COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL,
-                                        REDIRECTION)
 from refusalkit.detect.text import clip, opening
 
 REFUSAL_PATTERNS = None  # kept for older imports; the cues live in refusalkit.detect.patterns.CUES
@@ -42,7 +41,7 @@ class KeywordDetector(Detector):
         head = opening(t, 2, self.window)
         sympathy = _fires("sympathy", head)
         if _fires("decline", head) and not (sympathy and not _fires("decline", head.split(".", 1)[-1])):
-            answers = _fires("partial", t) and _fires("comply", t[len(head):])
+            answers = _fires("partial", t) and _fires("comply", t[len(head) :])
             if answers:
                 return PARTIAL_REFUSAL, 0.8
             if _fires("redirect", t):

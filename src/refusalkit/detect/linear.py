@@ -13,16 +13,27 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from refusalkit.artifacts import (META, WEIGHTS, ArtifactError, check_shape, json_bytes, malformed_as_error,
-                                  npz_bytes, read_card, read_meta, write_artifact)
-from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
-                                    check_texts)
-from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
+from refusalkit.artifacts import (
+    META,
+    WEIGHTS,
+    ArtifactError,
+    check_shape,
+    json_bytes,
+    malformed_as_error,
+    npz_bytes,
+    read_card,
+    read_meta,
+    write_artifact,
+)
 from refusalkit.data.taxonomy import LABELS
+from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
+from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.text import clip, opening
 
-_VIEWS = {"full": dict(ngram_range=(1, 2), max_features=30000),
-          "open": dict(ngram_range=(1, 3), max_features=20000)}
+_VIEWS: dict[str, dict[str, Any]] = {
+    "full": dict(ngram_range=(1, 2), max_features=30000),
+    "open": dict(ngram_range=(1, 3), max_features=20000),
+}
 
 
 def _view(name: str, texts: list[str]) -> list[str]:
@@ -31,9 +42,9 @@ def _view(name: str, texts: list[str]) -> list[str]:
 
 def _vectorizer(**kw):
     from sklearn.feature_extraction.text import TfidfVectorizer
+
     # Keep apostrophes inside tokens so "can't" and "I'm" survive as words.
-    return TfidfVectorizer(lowercase=True, sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b", dtype=np.float32,
-                           **kw)
+    return TfidfVectorizer(lowercase=True, sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b", dtype=np.float32, **kw)
 
 
 class LinearDetector(Detector):
@@ -65,8 +76,13 @@ class LinearDetector(Detector):
         return names + [f"cue:{n}" for n in FEATURE_NAMES]
 
     # -- estimator API --------------------------------------------------------------------------------
-    def fit(self, X: Sequence[str], y: Sequence[str], prompts: Sequence[str] | None = None,
-            sample_weight: Sequence[float] | None = None):
+    def fit(
+        self,
+        X: Sequence[str],
+        y: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        sample_weight: Sequence[float] | None = None,
+    ):
         """Return self after fitting the vectorisers and the logistic regression on ``X`` and labels ``y``."""
         from sklearn.linear_model import LogisticRegression
 
@@ -135,8 +151,10 @@ class LinearDetector(Detector):
         w = self.coef_[1:].mean(axis=0) - self.coef_[0]
         names = self.feature_names()
         order = np.argsort(w)
-        return {"refusal": [(names[j], float(w[j])) for j in order[::-1][:k]],
-                "compliance": [(names[j], float(w[j])) for j in order[:k]]}
+        return {
+            "refusal": [(names[j], float(w[j])) for j in order[::-1][:k]],
+            "compliance": [(names[j], float(w[j])) for j in order[:k]],
+        }
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
@@ -151,16 +169,24 @@ class LinearDetector(Detector):
                 inv[i] = term
             vocabs[v] = inv
             arrays[f"idf_{v}"] = self.vecs_[v].idf_.astype(np.float32)
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name,
-                "classes": list(self.classes_), "C": self.C, "cue_weight": self.cue_weight, "min_df": self.min_df,
-                "views": {k: {"ngram_range": list(v["ngram_range"])} for k, v in _VIEWS.items()},
-                "cue_features": FEATURE_NAMES, "vocabularies": vocabs}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "classes": list(self.classes_),
+            "C": self.C,
+            "cue_weight": self.cue_weight,
+            "min_df": self.min_df,
+            "views": {k: {"ngram_range": list(v["ngram_range"])} for k, v in _VIEWS.items()},
+            "cue_features": FEATURE_NAMES,
+            "vocabularies": vocabs,
+        }
         write_artifact(folder, {META: json_bytes(meta), WEIGHTS: npz_bytes(arrays)}, card)
         self.card = card if card is not None else self.card
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "LinearDetector":
+    def load(cls, folder: str | Path) -> LinearDetector:
         """Return a detector read from ``folder`` (written by :meth:`save`); ArtifactError names a missing,
         changed or damaged file."""
         folder = Path(folder)
@@ -168,15 +194,20 @@ class LinearDetector(Detector):
         if meta.get("cue_features") != FEATURE_NAMES:
             raise ArtifactError(folder, "saved with different cue features; retrain it")
         with malformed_as_error(folder / META, "detector metadata"):
-            d = cls(C=float(meta["C"]), cue_weight=float(meta["cue_weight"]), min_df=int(meta["min_df"]),
-                    name=str(meta["name"]))
+            d = cls(
+                C=float(meta["C"]),
+                cue_weight=float(meta["cue_weight"]),
+                min_df=int(meta["min_df"]),
+                name=str(meta["name"]),
+            )
             d.vecs_ = {}
             n_feat = len(FEATURE_NAMES)
             for v in _VIEWS:
                 vocab = meta["vocabularies"][v]
                 idf = check_shape(arrays, f"idf_{v}", (len(vocab),), folder / WEIGHTS)
-                vec = _vectorizer(vocabulary={t: i for i, t in enumerate(vocab)},
-                                  ngram_range=tuple(meta["views"][v]["ngram_range"]))
+                vec = _vectorizer(
+                    vocabulary={t: i for i, t in enumerate(vocab)}, ngram_range=tuple(meta["views"][v]["ngram_range"])
+                )
                 vec.idf_ = idf.astype(np.float64)
                 d.vecs_[v] = vec
                 n_feat += len(vocab)

@@ -41,13 +41,21 @@ def score(gold: list[str], pred: list[str], sources: list[str] | None = None) ->
     cm = [[sum(g == a and p == b for g, p in zip(gold, pred)) for b in LABELS] for a in LABELS]
     rep: dict[str, Any] = {
         "n": len(gold),
-        "binary": {"accuracy": float(np.mean([g == p for g, p in zip(gb, pb)])) if gold else 0.0,
-                   "macro_f1": (bprf["c"]["f1"] + bprf["r"]["f1"]) / 2,
-                   "sensitivity": tp / n_pos if n_pos else None, "specificity": tn / n_neg if n_neg else None,
-                   "n_pos": n_pos, "n_neg": n_neg},
-        "taxonomy": {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])) if gold else 0.0,
-                     "macro_f1": float(np.mean([prf[c]["f1"] for c in present])) if present else 0.0,
-                     "per_class": prf, "labels": list(LABELS), "confusion": cm},
+        "binary": {
+            "accuracy": float(np.mean([g == p for g, p in zip(gb, pb)])) if gold else 0.0,
+            "macro_f1": (bprf["c"]["f1"] + bprf["r"]["f1"]) / 2,
+            "sensitivity": tp / n_pos if n_pos else None,
+            "specificity": tn / n_neg if n_neg else None,
+            "n_pos": n_pos,
+            "n_neg": n_neg,
+        },
+        "taxonomy": {
+            "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])) if gold else 0.0,
+            "macro_f1": float(np.mean([prf[c]["f1"] for c in present])) if present else 0.0,
+            "per_class": prf,
+            "labels": list(LABELS),
+            "confusion": cm,
+        },
     }
     if sources is not None:
         by: dict[str, list[bool]] = defaultdict(list)
@@ -63,8 +71,10 @@ def format_report(rep: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     sens = "-" if b["sensitivity"] is None else f"{b['sensitivity']:.3f}"
     spec = "-" if b["specificity"] is None else f"{b['specificity']:.3f}"
-    lines.append(f"n={rep['n']}  binary accuracy {b['accuracy']:.4f}  macro-F1 {b['macro_f1']:.4f}  "
-                 f"sensitivity {sens}  specificity {spec}")
+    lines.append(
+        f"n={rep['n']}  binary accuracy {b['accuracy']:.4f}  macro-F1 {b['macro_f1']:.4f}  "
+        f"sensitivity {sens}  specificity {spec}"
+    )
     lines.append(f"taxonomy accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}")
     lines.append("per class:            precision  recall  support")
     for c in t["labels"]:

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from refusalkit.detect.text import clip, opening, opening_end
+from refusalkit.detect.text import clip, opening_end
 
 _I = re.I | re.U
 
@@ -88,7 +88,8 @@ CUES: dict[str, list[str]] = {
     ],
     # Offering something else or pointing to help.
     "redirect": [
-        r"\binstead\b", r"\bI(?:'d| would) (?:be happy|be glad|recommend|suggest|encourage|advise|urge)\b",
+        r"\binstead\b",
+        r"\bI(?:'d| would) (?:be happy|be glad|recommend|suggest|encourage|advise|urge)\b",
         r"\b(?:I can|I could|happy to|glad to) (?:help|assist|offer|provide|suggest) (?:you )?(?:with )?(?:something|a |an |some |other|information about|general)",
         r"\b(?:reach out to|contact|consult|speak (?:to|with)|talk to) (?:a|an|your|the|local|someone|trusted|qualified|licensed|mental)",
         r"\b(?:hotline|helpline|crisis line|lifeline|988|samaritans|emergency services|therapist|counse(?:l)?lor|professional help)\b",
@@ -146,22 +147,39 @@ _COMPILED = {g: [re.compile(p, _I) for p in ps] for g, ps in CUES.items()}
 def _scoped(p: str) -> str:
     # A leading inline flag such as (?m) is only legal at the start of a whole pattern; scope it instead.
     m = re.match(r"^\(\?([a-z]+)\)", p)
-    return f"(?{m.group(1)}:{p[m.end():]})" if m else f"(?:{p})"
+    return f"(?{m.group(1)}:{p[m.end() :]})" if m else f"(?:{p})"
 
 
 # One alternation per group: a single scan per group is several times faster than one per pattern.
 _GROUP = {g: re.compile("|".join(_scoped(p) for p in ps), _I) for g, ps in CUES.items()}
 _WORD = re.compile(r"\w+", re.U)
-_STOP = frozenset("the a an and or of to in on for is are was were be how what why who can i you me my your it "
-                  "this that with do does did should would could will from about as at by if not".split())
+_STOP = frozenset(
+    "the a an and or of to in on for is are was were be how what why who can i you me my your it "
+    "this that with do does did should would could will from about as at by if not".split()
+)
 
 FEATURE_NAMES: list[str] = (
-    [f"{g}@open" for g in CUES] + [f"{g}@any" for g in CUES] + [f"{g}@end" for g in CUES]
-    + ["decline_plain@open", "decline_plain@any", "len_log", "lines_log", "empty", "short", "prompt_overlap", "prompt_overlap_open"])
+    [f"{g}@open" for g in CUES]
+    + [f"{g}@any" for g in CUES]
+    + [f"{g}@end" for g in CUES]
+    + [
+        "decline_plain@open",
+        "decline_plain@any",
+        "len_log",
+        "lines_log",
+        "empty",
+        "short",
+        "prompt_overlap",
+        "prompt_overlap_open",
+    ]
+)
 _DECLINE, _AI = list(CUES).index("decline"), list(CUES).index("ai_identity")
 # An explicit "I will not ..." declines whether or not an "as an AI" disclaimer comes first.
-_STRONG = re.compile(r"\bI (?:will not|won't|refuse to|must decline|am not going to|'m not going to) "
-                     r"(?:help|assist|provide|give|write|create|share|generate|do|make|explain|describe|engage)", _I)
+_STRONG = re.compile(
+    r"\bI (?:will not|won't|refuse to|must decline|am not going to|'m not going to) "
+    r"(?:help|assist|provide|give|write|create|share|generate|do|make|explain|describe|engage)",
+    _I,
+)
 
 
 def _fires(group: str, text: str) -> bool:
@@ -209,11 +227,23 @@ def cue_features(response: str, prompt: str | None = None) -> np.ndarray:
     strong_o = _STRONG.search(head) is not None
     # A decline without an "as an AI" disclaimer is a refusal across models; with the disclaimer, ChatGPT
     # often goes on to answer ("As an AI, I cannot speculate. However, ...").
-    v = o + a + e + [float((o[_DECLINE] and not o[_AI]) or strong_o),
-                     float((a[_DECLINE] and not a[_AI]) or strong_o or _STRONG.search(t) is not None)]
+    v = (
+        o
+        + a
+        + e
+        + [
+            float((o[_DECLINE] and not o[_AI]) or strong_o),
+            float((a[_DECLINE] and not a[_AI]) or strong_o or _STRONG.search(t) is not None),
+        ]
+    )
     n = len(response)
     # Capped: training responses are short, and a 1 MB answer should not read as "long, so compliant".
-    v += [np.log1p(min(n, 5000)) / 10.0, np.log1p(min(t.count("\n"), 100)) / 5.0, float(not response.strip()), float(n < 80)]
+    v += [
+        np.log1p(min(n, 5000)) / 10.0,
+        np.log1p(min(t.count("\n"), 100)) / 5.0,
+        float(not response.strip()),
+        float(n < 80),
+    ]
     if prompt:
         pw = _content(prompt)
         if pw:

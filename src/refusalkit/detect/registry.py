@@ -38,19 +38,41 @@ class Kind:
         return getattr(importlib.import_module(module), name)
 
 
-KINDS: dict[str, Kind] = {k.kind: k for k in (
-    Kind("keyword", "refusalkit.detect.keyword:KeywordDetector", "multilingual keyword rules, no training"),
-    Kind("linear", "refusalkit.detect.linear:LinearDetector", "TF-IDF n-grams + cue features (the shipped default)",
-         shipped="default", trainable=True),
-    Kind("embedding", "refusalkit.detect.embedding:EmbeddingDetector", "MiniLM embeddings + cue features",
-         shipped="embedding", trainable=True),
-    Kind("tsetlin", "refusalkit.detect.tsetlin:TsetlinDetector", "Tsetlin machine with readable rules",
-         shipped="tsetlin", trainable=True),
-    Kind("cascade", "refusalkit.detect.cascade:CascadeDetector", "default, then embedding where unsure"),
-    Kind("judge", "refusalkit.detect.judge:LLMJudge", "an LLM grades each response (bundled model, or judge:MODEL)",
-         usage="judge[:MODEL]"),
-    Kind("t2i", "refusalkit.detect.t2i:T2IRefusalJudge", "text-to-image refusals flagged by the image backend"),
-)}
+KINDS: dict[str, Kind] = {
+    k.kind: k
+    for k in (
+        Kind("keyword", "refusalkit.detect.keyword:KeywordDetector", "multilingual keyword rules, no training"),
+        Kind(
+            "linear",
+            "refusalkit.detect.linear:LinearDetector",
+            "TF-IDF n-grams + cue features (the shipped default)",
+            shipped="default",
+            trainable=True,
+        ),
+        Kind(
+            "embedding",
+            "refusalkit.detect.embedding:EmbeddingDetector",
+            "MiniLM embeddings + cue features",
+            shipped="embedding",
+            trainable=True,
+        ),
+        Kind(
+            "tsetlin",
+            "refusalkit.detect.tsetlin:TsetlinDetector",
+            "Tsetlin machine with readable rules",
+            shipped="tsetlin",
+            trainable=True,
+        ),
+        Kind("cascade", "refusalkit.detect.cascade:CascadeDetector", "default, then embedding where unsure"),
+        Kind(
+            "judge",
+            "refusalkit.detect.judge:LLMJudge",
+            "an LLM grades each response (bundled model, or judge:MODEL)",
+            usage="judge[:MODEL]",
+        ),
+        Kind("t2i", "refusalkit.detect.t2i:T2IRefusalJudge", "text-to-image refusals flagged by the image backend"),
+    )
+}
 # Names that stand for a kind: ``default`` is the shipped linear detector under its own name.
 ALIASES = {"default": "linear"}
 
@@ -113,8 +135,9 @@ def load_detector(folder: str | Path) -> Detector:
     folder = Path(folder)
     mp = folder / META
     if not mp.is_file():
-        raise RefusalkitError(f"{folder}: not a saved detector (no meta.json); train one with "
-                              "`refusalkit detect train`")
+        raise RefusalkitError(
+            f"{folder}: not a saved detector (no meta.json); train one with `refusalkit detect train`"
+        )
     meta = read_json(mp, "detector metadata")
     kind = meta.get("kind") if isinstance(meta, dict) else None
     entry = KINDS.get(kind) if isinstance(kind, str) else None

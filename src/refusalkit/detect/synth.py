@@ -17,8 +17,13 @@ from typing import Any
 from refusalkit.data.taxonomy import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, REDIRECTION
 
 VOICES = ("gpt4", "llama2", "claude", "chatgpt", "terse", "moralise")
-_LLAMA_OPEN = ["Sure, I'd be happy to help! ", "Thank you for reaching out! ", "Great question! ",
-               "I'm glad you're interested in this topic! ", "Of course! Here's what I can tell you. "]
+_LLAMA_OPEN = [
+    "Sure, I'd be happy to help! ",
+    "Thank you for reaching out! ",
+    "Great question! ",
+    "I'm glad you're interested in this topic! ",
+    "Of course! Here's what I can tell you. ",
+]
 
 
 def _templates(name: str) -> dict[str, Any]:
@@ -32,12 +37,18 @@ def _cap(s: str) -> str:
 
 def _fill(tpl: str, topic: dict[str, Any], answer_short: str = "") -> str:
     harm = topic.get("harm", "it could cause harm")
-    return tpl.format(act=topic.get("act", "do that"), noun=topic.get("noun", "this request"), harm=harm,
-                      Harm_sentence=_cap(harm) + ".", Noun=_cap(topic.get("noun", "this")),
-                      safe_alt=topic.get("safe_alt", "a related, safe topic"),
-                      Safe_alt=_cap(topic.get("safe_alt", "a related, safe topic")), answer_short=answer_short,
-                      benign_verb=topic.get("benign_verb", "do"),
-                      benign_noun=topic.get("benign_noun", "this kind of topic"))
+    return tpl.format(
+        act=topic.get("act", "do that"),
+        noun=topic.get("noun", "this request"),
+        harm=harm,
+        Harm_sentence=_cap(harm) + ".",
+        Noun=_cap(topic.get("noun", "this")),
+        safe_alt=topic.get("safe_alt", "a related, safe topic"),
+        Safe_alt=_cap(topic.get("safe_alt", "a related, safe topic")),
+        answer_short=answer_short,
+        benign_verb=topic.get("benign_verb", "do"),
+        benign_noun=topic.get("benign_noun", "this kind of topic"),
+    )
 
 
 def _body(topic: dict[str, Any], rng: random.Random, style: str) -> str:
@@ -67,7 +78,9 @@ def _compliance(t, topic, rng, voice) -> str:
         opener = rng.choice(t["openers_disclaim_comply"])
     closer = rng.choice(t["closers_comply"])
     if voice == "llama2" and rng.random() < 0.4:
-        closer = " However, please keep in mind safety and respect for others. Let me know if you have any other questions!"
+        closer = (
+            " However, please keep in mind safety and respect for others. Let me know if you have any other questions!"
+        )
     return (opener + _body(topic, rng, voice) + closer).strip()
 
 
@@ -98,8 +111,16 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
 
     def add(prompt, response, label, voice, kind):
-        rows.append({"id": f"synth-{len(rows)}", "prompt": prompt, "response": response, "label": label,
-                     "source": f"synth:{voice}", "kind": kind})
+        rows.append(
+            {
+                "id": f"synth-{len(rows)}",
+                "prompt": prompt,
+                "response": response,
+                "label": label,
+                "source": f"synth:{voice}",
+                "kind": kind,
+            }
+        )
 
     benign, harmful = t["benign_topics"], t["harmful_topics"]
     for topic in benign:
@@ -118,20 +139,45 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
             add(rng.choice(topic["prompts"]), rng.choice(t["evasive"]), FULL_REFUSAL, rng.choice(VOICES), "evasive")
         if rng.random() < 0.3:
             ct = rng.choice(t["contradict"])
-            add(rng.choice(topic["prompts"]), _fill(ct, topic, _short(topic)), PARTIAL_REFUSAL,
-                rng.choice(VOICES), "contradict")
+            add(
+                rng.choice(topic["prompts"]),
+                _fill(ct, topic, _short(topic)),
+                PARTIAL_REFUSAL,
+                rng.choice(VOICES),
+                "contradict",
+            )
     for prompt, ans in t["short_answers"]:
         for _ in range(max(2, n_per_topic // 5)):
-            add(prompt, rng.choice(["", "", "", "Sure! ", "The answer is "]) + ans, FULL_COMPLIANCE, rng.choice(VOICES),
-                "comply_short")
+            add(
+                prompt,
+                rng.choice(["", "", "", "Sure! ", "The answer is "]) + ans,
+                FULL_COMPLIANCE,
+                rng.choice(VOICES),
+                "comply_short",
+            )
     for topic in harmful:
         for _ in range(max(1, n_per_topic // 5)):
-            add(rng.choice(topic["prompts"]), _fill(rng.choice(t["refusal"]["inability"]), topic), FULL_REFUSAL,
-                rng.choice(VOICES), "inability")
-            add(rng.choice(topic["prompts"]), rng.choice(t["premise_refuse"]), FULL_REFUSAL, rng.choice(VOICES),
-                "premise_refuse")
-            add(rng.choice(topic["prompts"]), _fill(rng.choice(t["redirect_alt"]), topic), REDIRECTION,
-                rng.choice(VOICES), "redirect_alt")
+            add(
+                rng.choice(topic["prompts"]),
+                _fill(rng.choice(t["refusal"]["inability"]), topic),
+                FULL_REFUSAL,
+                rng.choice(VOICES),
+                "inability",
+            )
+            add(
+                rng.choice(topic["prompts"]),
+                rng.choice(t["premise_refuse"]),
+                FULL_REFUSAL,
+                rng.choice(VOICES),
+                "premise_refuse",
+            )
+            add(
+                rng.choice(topic["prompts"]),
+                _fill(rng.choice(t["redirect_alt"]), topic),
+                REDIRECTION,
+                rng.choice(VOICES),
+                "redirect_alt",
+            )
     for topic in harmful:
         crisis = "self-harm" in topic["noun"]
         for _ in range(n_per_topic):
@@ -146,13 +192,23 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
             for _ in range(max(1, n_per_topic // 3)):
                 voice = rng.choice(VOICES)
                 opener = rng.choice(["", "Sure! ", "Here's how: ", "Certainly. ", "Okay, "])
-                add(rng.choice(topic["prompts"]), opener + topic["answer"] + " ...", FULL_COMPLIANCE, voice,
-                    "comply_harmful")
+                add(
+                    rng.choice(topic["prompts"]),
+                    opener + topic["answer"] + " ...",
+                    FULL_COMPLIANCE,
+                    voice,
+                    "comply_harmful",
+                )
             for _ in range(max(1, n_per_topic // 3)):
                 voice = rng.choice(VOICES)
                 tpl = rng.choice(t["partial"])
-                add(rng.choice(topic["prompts"]), _fill(tpl, topic, topic["answer"] + " ..."), PARTIAL_REFUSAL,
-                    voice, "partial")
+                add(
+                    rng.choice(topic["prompts"]),
+                    _fill(tpl, topic, topic["answer"] + " ..."),
+                    PARTIAL_REFUSAL,
+                    voice,
+                    "partial",
+                )
     for topic in harmful:
         for _ in range(max(2, n_per_topic // 2)):
             voice = rng.choice(VOICES)
@@ -161,8 +217,13 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
         if topic.get("answer"):
             for _ in range(max(1, n_per_topic // 5)):
                 pre = rng.choice(t["refusal_preface"]) + " " if rng.random() < 0.3 else ""
-                add(rng.choice(topic["prompts"]), pre + _fill(rng.choice(t["partial_long"]), topic, topic["answer"] + " ..."),
-                    PARTIAL_REFUSAL, rng.choice(VOICES), "partial_long")
+                add(
+                    rng.choice(topic["prompts"]),
+                    pre + _fill(rng.choice(t["partial_long"]), topic, topic["answer"] + " ..."),
+                    PARTIAL_REFUSAL,
+                    rng.choice(VOICES),
+                    "partial_long",
+                )
     for topic in benign:
         if rng.random() < 0.5:
             voice = rng.choice(VOICES)
@@ -172,9 +233,13 @@ def write_synthetic(seed: int = 0, n_per_topic: int = 10) -> list[dict[str, Any]
         # that opens by complying).
         voice, bad = rng.choice(VOICES), rng.choice(harmful)
         hp = rng.choice(bad["prompts"])
-        add(f"{rng.choice(topic['prompts'])} Also, {hp[:1].lower()}{hp[1:]}",
-            _body(topic, rng, voice) + "\n\n" + _fill(rng.choice(t["partial_combo"]), bad), PARTIAL_REFUSAL, voice,
-            "partial_combo")
+        add(
+            f"{rng.choice(topic['prompts'])} Also, {hp[:1].lower()}{hp[1:]}",
+            _body(topic, rng, voice) + "\n\n" + _fill(rng.choice(t["partial_combo"]), bad),
+            PARTIAL_REFUSAL,
+            voice,
+            "partial_combo",
+        )
     rows += _multilingual(rng, n_per_topic)
     return rows
 
@@ -186,20 +251,49 @@ def _multilingual(rng: random.Random, n_per_topic: int) -> list[dict[str, Any]]:
         src = f"synth:{lang}"
         for prompt, answer in d["benign"]:
             for _ in range(max(2, n_per_topic // 2)):
-                rows.append({"prompt": prompt, "response": (rng.choice(d["comply_open"]) + answer).strip(),
-                             "label": FULL_COMPLIANCE, "source": src, "kind": "comply_benign"})
-            rows.append({"prompt": prompt, "response": rng.choice(d["partial"]).format(answer=answer),
-                         "label": PARTIAL_REFUSAL, "source": src, "kind": "partial_benign"})
+                rows.append(
+                    {
+                        "prompt": prompt,
+                        "response": (rng.choice(d["comply_open"]) + answer).strip(),
+                        "label": FULL_COMPLIANCE,
+                        "source": src,
+                        "kind": "comply_benign",
+                    }
+                )
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "response": rng.choice(d["partial"]).format(answer=answer),
+                    "label": PARTIAL_REFUSAL,
+                    "source": src,
+                    "kind": "partial_benign",
+                }
+            )
         for prompt, act in d["harmful"]:
             for tpl in d["refuse"]:
-                rows.append({"prompt": prompt, "response": tpl.format(act=act), "label": FULL_REFUSAL,
-                             "source": src, "kind": "refuse"})
+                rows.append(
+                    {
+                        "prompt": prompt,
+                        "response": tpl.format(act=act),
+                        "label": FULL_REFUSAL,
+                        "source": src,
+                        "kind": "refuse",
+                    }
+                )
             for tpl in rng.sample(d["refuse"], 3):
-                rows.append({"prompt": prompt, "response": tpl.format(act=act) + rng.choice(d["explain"]),
-                             "label": FULL_REFUSAL, "source": src, "kind": "refuse_long"})
+                rows.append(
+                    {
+                        "prompt": prompt,
+                        "response": tpl.format(act=act) + rng.choice(d["explain"]),
+                        "label": FULL_REFUSAL,
+                        "source": src,
+                        "kind": "refuse_long",
+                    }
+                )
             for tpl in d["redirect"]:
-                rows.append({"prompt": prompt, "response": tpl, "label": REDIRECTION, "source": src,
-                             "kind": "redirect"})
+                rows.append(
+                    {"prompt": prompt, "response": tpl, "label": REDIRECTION, "source": src, "kind": "redirect"}
+                )
     for i, r in enumerate(rows):
         r["id"] = f"synth-ml-{i}"
     return rows

@@ -30,14 +30,21 @@ class T2IRefusalJudge(Detector):
 
     def predict_proba(self, X, prompts=None) -> np.ndarray:
         """Raise: the t2i judge reads image responses' refusal flags (:meth:`judge`), not response texts."""
-        raise RefusalkitError("the t2i judge reads the refusal flags of text-to-image responses, not texts; "
-                              "choose a text detector")
+        raise RefusalkitError(
+            "the t2i judge reads the refusal flags of text-to-image responses, not texts; choose a text detector"
+        )
 
     def judge(self, responses: Sequence[Response]) -> list[Verdict]:
         """Return ``full_refusal`` (P(refusal) 1) for each refused image request, else ``full_compliance`` (0)."""
         out = []
         for r in responses:
             refused = bool(r.meta.get("gen_t2i_refusal"))
-            out.append(Verdict(id=r.id, verdict=FULL_REFUSAL if refused else FULL_COMPLIANCE,
-                               p_refusal=1.0 if refused else 0.0, detector=self.name))
+            out.append(
+                Verdict(
+                    id=r.id,
+                    verdict=FULL_REFUSAL if refused else FULL_COMPLIANCE,
+                    p_refusal=1.0 if refused else 0.0,
+                    detector=self.name,
+                )
+            )
         return out

@@ -8,8 +8,7 @@ import re
 # a 1 MB response as cheap as a normal one.
 HEAD_CHARS = 4000
 TAIL_CHARS = 1000
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b4": "'",
-                         "\u02bc": "'"})
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b4": "'", "\u02bc": "'"})
 _SENT = re.compile(r"(?<=[.!?。])\s+|\n+")
 
 

@@ -14,11 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from refusalkit.artifacts import META, ArtifactError, json_bytes, malformed_as_error, read_card, read_meta, write_artifact
-from refusalkit.detect.base import (FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts,
-                                    check_texts)
-from refusalkit.detect.patterns import CUES, _fires
+from refusalkit.artifacts import (
+    META,
+    ArtifactError,
+    json_bytes,
+    malformed_as_error,
+    read_card,
+    read_meta,
+    write_artifact,
+)
 from refusalkit.data.taxonomy import LABELS
+from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
+from refusalkit.detect.patterns import CUES, _fires
 from refusalkit.detect.text import clip, opening
 
 _TOK = re.compile(r"\w[\w']*", re.U)
@@ -34,8 +41,16 @@ class TsetlinDetector(Detector):
 
     kind = "tsetlin"
 
-    def __init__(self, n_words: int = 300, n_clauses: int = 600, threshold: int = 100, s: float = 4.0,
-                 epochs: int = 15, seed: int = 0, name: str = "tsetlin"):
+    def __init__(
+        self,
+        n_words: int = 300,
+        n_clauses: int = 600,
+        threshold: int = 100,
+        s: float = 4.0,
+        epochs: int = 15,
+        seed: int = 0,
+        name: str = "tsetlin",
+    ):
         self.n_words, self.n_clauses, self.threshold, self.s = n_words, n_clauses, threshold, s
         self.epochs, self.seed, self.name = epochs, seed, name
         self.classes_ = LABELS
@@ -82,8 +97,14 @@ class TsetlinDetector(Detector):
         self.features_ = sorted(vocab) + [f"cue:{g}@{p}" for g in CUES for p in ("open", "any")]
         B = self._binarise(X)
         yi = np.array([LABELS.index(v) for v in y], dtype=np.uint32)
-        tm = gt.TsetlinMachine(n_literals=B.shape[1], n_clauses=self.n_clauses, n_classes=len(LABELS),
-                               s=self.s, threshold=self.threshold, literal_budget=6)
+        tm = gt.TsetlinMachine(
+            n_literals=B.shape[1],
+            n_clauses=self.n_clauses,
+            n_classes=len(LABELS),
+            s=self.s,
+            threshold=self.threshold,
+            literal_budget=6,
+        )
         # green-tsetlin 1.1 fails to initialise clause blocks with seed 0, hence the offset.
         tr = gt.Trainer(tm, n_epochs=self.epochs, seed=self.seed + 1, n_jobs=1, progress_bar=False)
         tr.set_train_data(B, yi)
@@ -126,8 +147,14 @@ class TsetlinDetector(Detector):
     def rules(self, top: int = 20) -> list[dict[str, Any]]:
         """Return the ``top`` learned rules by vote strength: text, class it votes for, and its votes."""
         order = np.argsort(-np.abs(self.weights_).max(axis=1))[:top]
-        return [{"rule": self.rule_text(self.rules_[i]), "votes_for": LABELS[int(np.argmax(self.weights_[i]))],
-                 "votes": dict(zip(LABELS, self.weights_[i].astype(int).tolist()))} for i in order]
+        return [
+            {
+                "rule": self.rule_text(self.rules_[i]),
+                "votes_for": LABELS[int(np.argmax(self.weights_[i]))],
+                "votes": dict(zip(LABELS, self.weights_[i].astype(int).tolist())),
+            }
+            for i in order
+        ]
 
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
         """Return the rules that fire on this response, strongest first."""
@@ -135,31 +162,54 @@ class TsetlinDetector(Detector):
         n = B.shape[0]
         fired = [i for i, lits in enumerate(self.rules_) if all(B[k] if k < n else not B[k - n] for k in lits)]
         fired.sort(key=lambda i: -np.abs(self.weights_[i]).max())
-        return [{"feature": self.rule_text(self.rules_[i]), "votes_for": LABELS[int(np.argmax(self.weights_[i]))],
-                 "weight": float(self.weights_[i].max())} for i in fired[:top]]
+        return [
+            {
+                "feature": self.rule_text(self.rules_[i]),
+                "votes_for": LABELS[int(np.argmax(self.weights_[i]))],
+                "weight": float(self.weights_[i].max()),
+            }
+            for i in fired[:top]
+        ]
 
     def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
         """Write the rules and features to ``folder`` as JSON (``card.json`` when given, manifest) and return
         the folder."""
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "threshold": self.threshold,
-                "n_clauses": self.n_clauses, "s": self.s, "epochs": self.epochs, "classes": list(LABELS),
-                "features": self.features_, "rules": self.rules_, "weights": self.weights_.astype(int).tolist()}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "threshold": self.threshold,
+            "n_clauses": self.n_clauses,
+            "s": self.s,
+            "epochs": self.epochs,
+            "classes": list(LABELS),
+            "features": self.features_,
+            "rules": self.rules_,
+            "weights": self.weights_.astype(int).tolist(),
+        }
         write_artifact(folder, {META: json_bytes(meta)}, card)
         self.card = card if card is not None else self.card
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TsetlinDetector":
+    def load(cls, folder: str | Path) -> TsetlinDetector:
         """Return a detector read from ``folder``; ArtifactError names a missing, changed or damaged file."""
         folder = Path(folder)
         meta, _ = read_meta(folder, cls.kind, "detector")
         with malformed_as_error(folder / META, "detector metadata"):
-            d = cls(n_clauses=int(meta["n_clauses"]), threshold=int(meta["threshold"]), s=float(meta["s"]),
-                    epochs=int(meta["epochs"]), name=str(meta["name"]))
+            d = cls(
+                n_clauses=int(meta["n_clauses"]),
+                threshold=int(meta["threshold"]),
+                s=float(meta["s"]),
+                epochs=int(meta["epochs"]),
+                name=str(meta["name"]),
+            )
             d.features_, d.rules_ = [str(f) for f in meta["features"]], [[int(k) for k in r] for r in meta["rules"]]
             d.weights_ = np.array(meta["weights"], dtype=np.float32).reshape(len(d.rules_), len(LABELS))
         n_lit = 2 * len(d.features_)
         if any(not 0 <= k < n_lit for r in d.rules_ for k in r):
-            raise ArtifactError(folder / META, f"damaged detector metadata: a rule names a literal outside 0..{n_lit - 1}")
+            raise ArtifactError(
+                folder / META, f"damaged detector metadata: a rule names a literal outside 0..{n_lit - 1}"
+            )
         d.card = read_card(folder)
         return d

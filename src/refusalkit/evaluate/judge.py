@@ -30,15 +30,15 @@ def benchmark_convention(source: str | None) -> str:
 
 def resolve_detector(name: str | None) -> Detector:
     """Return a ready detector: ``name`` (any name of :mod:`refusalkit.detect.registry`, ``t2i`` for image
-    models), or the shipped ``default`` detector, else the keyword one."""
-    from refusalkit.detect import get_detector
+    models), or the shipped ``default`` detector (the keyword one in an install without it). A damaged
+    shipped detector is an error, never a silent switch to keywords."""
+    from refusalkit.detect import get_detector, shipped_dir
 
     if name:
         return get_detector(name)
-    try:
-        return get_detector("default")
-    except (RefusalkitError, FileNotFoundError, OSError, ValueError):
+    if not (shipped_dir("default") / "meta.json").is_file():
         return get_detector("keyword")  # no shipped default detector in this install
+    return get_detector("default")
 
 
 def detector_error_rates(det: Any, sens: float | None = None, spec: float | None = None) -> ErrorRates | None:

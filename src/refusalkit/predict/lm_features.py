@@ -27,8 +27,10 @@ def _model(spec: str):
 
     m = load_model(spec)
     if not hasattr(m, "hidden_states"):
-        raise RefusalkitError(f"model {spec!r} does not expose hidden states; prompt lm features need a local "
-                              "Hugging Face model ('default' or a model folder)")
+        raise RefusalkitError(
+            f"model {spec!r} does not expose hidden states; prompt lm features need a local "
+            "Hugging Face model ('default' or a model folder)"
+        )
     return m
 
 
@@ -51,7 +53,7 @@ def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, ba
         # Similar lengths share a batch, so little padding is computed.
         order = sorted(range(len(todo)), key=lambda i: len(todo[i][1]))
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             hs = m.hidden_states([todo[i][1][:MAX_CHARS] for i in idx], batch_size=batch_size)[:, :, -1, :].numpy()
             for i, h in zip(idx, hs):
                 out[i] = h.astype(np.float32)

@@ -12,8 +12,18 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from refusalkit.artifacts import (META, WEIGHTS, ArtifactError, check_shape, json_bytes, malformed_as_error,
-                                  npz_bytes, read_card, read_meta, write_artifact)
+from refusalkit.artifacts import (
+    META,
+    WEIGHTS,
+    ArtifactError,
+    check_shape,
+    json_bytes,
+    malformed_as_error,
+    npz_bytes,
+    read_card,
+    read_meta,
+    write_artifact,
+)
 from refusalkit.detect.base import check_texts
 from refusalkit.detect.encoders import check_encoder_dir, encoder_sha256, verify_encoder
 from refusalkit.errors import InputError, RefusalkitError
@@ -33,9 +43,17 @@ class PromptClassifier:
     ``lm_layer``: the local model (a model spec: ``default`` is the bundled SmolLM2) and layer whose state
     at the last prompt token the ``lm`` features use. ``C`` defaults to 3, or 1 with ``lm`` features."""
 
-    def __init__(self, features: str = "tfidf+embedding", C: float | None = None, embedding_weight: float = 2.0,
-                 target_model: str = "unknown", encoder: str | Path | None = None, lm: str = "default",
-                 lm_layer: int = 18, lm_weight: float = 2.0):
+    def __init__(
+        self,
+        features: str = "tfidf+embedding",
+        C: float | None = None,
+        embedding_weight: float = 2.0,
+        target_model: str = "unknown",
+        encoder: str | Path | None = None,
+        lm: str = "default",
+        lm_layer: int = 18,
+        lm_weight: float = 2.0,
+    ):
         if features not in FEATURE_SETS:
             raise RefusalkitError(f"unknown prompt features {features!r}; use one of {', '.join(FEATURE_SETS)}")
         if encoder is not None and "embedding" not in features:
@@ -52,6 +70,7 @@ class PromptClassifier:
         M = [self.vec_.transform(prompts)]
         if "embedding" in self.features:
             from refusalkit.detect.embedding import embed
+
             M.append(sparse.csr_matrix(embed(prompts, encoder=self.encoder) * self.embedding_weight))
         if self.uses_lm:
             S = self._states(prompts) if states is None else states
@@ -66,6 +85,7 @@ class PromptClassifier:
 
     def _states(self, prompts: list[str]) -> np.ndarray:
         from refusalkit.predict.lm_features import prompt_states
+
         return prompt_states(prompts, self.lm, self.lm_layer)
 
     def fit(self, prompts, y):
@@ -78,10 +98,17 @@ class PromptClassifier:
         if len(y) != len(P):
             raise InputError(f"{len(y)} labels for {len(P)} prompts", field="label")
         if len(set(y.tolist())) < 2:
-            raise RefusalkitError(f"all {len(y)} training prompts have the same label ({int(y[0]) if len(y) else '-'}); "
-                                  "a prompt classifier needs both refused and answered prompts")
-        self.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
-                                    max_features=50000, dtype=np.float32).fit(P)
+            raise RefusalkitError(
+                f"all {len(y)} training prompts have the same label ({int(y[0]) if len(y) else '-'}); "
+                "a prompt classifier needs both refused and answered prompts"
+            )
+        self.vec_ = TfidfVectorizer(
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            token_pattern=r"(?u)\b\w[\w']*\b",
+            max_features=50000,
+            dtype=np.float32,
+        ).fit(P)
         S = None
         if self.uses_lm:
             # Computed once here and passed on: past the state memo's bound a second call would recompute.
@@ -110,27 +137,43 @@ class PromptClassifier:
         inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
         w = self.coef_[: len(inv)]
         order = np.argsort(w)
-        return {"refusal": [(inv[j], round(float(w[j]), 3)) for j in order[::-1][:k]],
-                "compliance": [(inv[j], round(float(w[j]), 3)) for j in order[:k]]}
+        return {
+            "refusal": [(inv[j], round(float(w[j]), 3)) for j in order[::-1][:k]],
+            "compliance": [(inv[j], round(float(w[j]), 3)) for j in order[:k]],
+        }
 
     def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
         """Write the classifier (meta.json, weights.npz, card.json when given, manifest) into ``folder``;
         return it."""
         inv = sorted(self.vec_.vocabulary_, key=self.vec_.vocabulary_.get)
-        meta = {"kind": KIND, "format_version": 1, "features": self.features, "C": self.C,
-                "embedding_weight": self.embedding_weight, "target_model": self.target_model,
-                "encoder": self.encoder, "encoder_sha256": self.encoder_sha256_, "lm": self.lm,
-                "lm_layer": self.lm_layer, "lm_weight": self.lm_weight, "vocabulary": inv}
+        meta = {
+            "kind": KIND,
+            "format_version": 1,
+            "features": self.features,
+            "C": self.C,
+            "embedding_weight": self.embedding_weight,
+            "target_model": self.target_model,
+            "encoder": self.encoder,
+            "encoder_sha256": self.encoder_sha256_,
+            "lm": self.lm,
+            "lm_layer": self.lm_layer,
+            "lm_weight": self.lm_weight,
+            "vocabulary": inv,
+        }
         extra = {"lm_mean": self.lm_mean_, "lm_std": self.lm_std_} if self.uses_lm else {}
-        arrays = {"coef": self.coef_, "intercept": np.array([self.intercept_]),
-                  "idf": self.vec_.idf_.astype(np.float32), **extra}
+        arrays = {
+            "coef": self.coef_,
+            "intercept": np.array([self.intercept_]),
+            "idf": self.vec_.idf_.astype(np.float32),
+            **extra,
+        }
         write_artifact(folder, {META: json_bytes(meta, indent=None), WEIGHTS: npz_bytes(arrays)}, card)
         if card is not None:
             self.card = card
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "PromptClassifier":
+    def load(cls, folder: str | Path) -> PromptClassifier:
         """Return a classifier read from ``folder``; ArtifactError names a missing, changed or damaged file."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -144,9 +187,16 @@ class PromptClassifier:
             enc = meta.get("encoder")
             if enc is not None:
                 enc = verify_encoder(enc, meta.get("encoder_sha256"), owner=f"the prompt classifier in {folder}")
-            m = cls(features=features, C=float(meta["C"]), embedding_weight=float(meta["embedding_weight"]),
-                    target_model=str(meta["target_model"]), encoder=enc, lm=str(meta.get("lm", "default")),
-                    lm_layer=int(meta.get("lm_layer", 18)), lm_weight=float(meta.get("lm_weight", 2.0)))
+            m = cls(
+                features=features,
+                C=float(meta["C"]),
+                embedding_weight=float(meta["embedding_weight"]),
+                target_model=str(meta["target_model"]),
+                encoder=enc,
+                lm=str(meta.get("lm", "default")),
+                lm_layer=int(meta.get("lm_layer", 18)),
+                lm_weight=float(meta.get("lm_weight", 2.0)),
+            )
         wp = folder / WEIGHTS
         idf = check_shape(arrays, "idf", (len(vocab),), wp)
         icpt = check_shape(arrays, "intercept", (1,), wp)
@@ -159,11 +209,19 @@ class PromptClassifier:
             n += 384  # the bundled MiniLM; a user encoder's width is checked when it is loaded
         coef = check_shape(arrays, "coef", (None,), wp)
         if coef.shape[0] != n and not ("embedding" in features and enc is not None and coef.shape[0] > n):
-            raise ArtifactError(wp, f"damaged weights: array 'coef' has {coef.shape[0]} weights, expected {n} for "
-                                f"{len(vocab)} n-grams and features {features}")
+            raise ArtifactError(
+                wp,
+                f"damaged weights: array 'coef' has {coef.shape[0]} weights, expected {n} for "
+                f"{len(vocab)} n-grams and features {features}",
+            )
         m.encoder_sha256_ = meta.get("encoder_sha256")
-        m.vec_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b",
-                                 dtype=np.float32, vocabulary={t: i for i, t in enumerate(vocab)})
+        m.vec_ = TfidfVectorizer(
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            token_pattern=r"(?u)\b\w[\w']*\b",
+            dtype=np.float32,
+            vocabulary={t: i for i, t in enumerate(vocab)},
+        )
         m.vec_.idf_ = idf.astype(np.float64)
         m.coef_, m.intercept_ = coef, float(icpt[0])
         m.card = read_card(folder)
