@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors
-from refusalkit.detect.registry import detector_help, trainable_kinds
+from refusalkit.detect.registry import detector_help, trainable_help
 from refusalkit.errors import RefusalkitError
 
 _DETECTOR_HELP = detector_help()
@@ -73,7 +73,7 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
 def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labelled JSONL/CSV (prompt, response, label); repeatable."),
           convention: str = typer.Option("binary", help="Convention of the gold labels: binary, xstest, reuter_schulze, orbench, coconot, or taxonomy labels."),
           label_field: Optional[str] = typer.Option(None, help="Field with the gold label (default: label; fine_label for reuter_schulze)."),
-          kind: str = typer.Option("linear", help=" or ".join(trainable_kinds()) + "."),
+          kind: str = typer.Option("linear", help=trainable_help()),
           out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the detector into."),
           with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data.")) -> None:
     """Train a detector on labelled responses. (The shipped detectors are rebuilt from a repository

@@ -88,6 +88,12 @@ def detector_help() -> str:
     return f"Detector: {', '.join(ALIASES)}, {kinds}, or a saved detector folder."
 
 
+def trainable_help() -> str:
+    """Return the ``detect train --kind`` help text: the trainable kinds, e.g. ``linear, embedding or tsetlin``."""
+    *first, last = trainable_kinds()
+    return f"{', '.join(first)} or {last}." if first else f"{last}."
+
+
 def trainable_kinds() -> tuple[str, ...]:
     """Return the kinds that ``make_detector`` (and ``detect train --kind``) accepts."""
     return tuple(k.kind for k in KINDS.values() if k.trainable)
