@@ -142,14 +142,6 @@ def source_files(bm: BundledModel) -> list[Path]:
     return paths
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def join_and_verify(bm: BundledModel, paths: list[Path], dest: Path | None = None) -> str:
     """Return the SHA-256 of the joined pieces, writing the joined file to ``dest`` when given.
 
