@@ -34,7 +34,8 @@ AREAS = {
     "secrets": "Credentials in model URLs",
     "server": "`refusalkit serve` over HTTP (limits, bad requests, streaming)",
 }
-NAMED = {"test_no_nan_in_json_outputs": "outputs"}
+NAMED = {"test_no_nan_in_json_outputs": "outputs",
+         "test_library_generation_refuses_a_prompt_past_the_context": "prompts"}
 
 
 def area_of(case: ET.Element) -> str:
@@ -102,6 +103,22 @@ def table(root: ET.Element) -> str:
         "022), and the secrets cases that a credential in a `--model` URL appears nowhere: not in the error,",
         "the stored run or `runs list`. The cases are in",
         f"`{CLI_TESTS}` and `{SERVER_TESTS}`.",
+        "",
+        "What the commands check before any work (`src/refusalkit/cli/validate.py`, `models/context.py`):",
+        "",
+        "- counts (`--limit`, `--batch-size`, `--max-new-tokens`, `--n-boot`, ...) are at least 1; `--temperature`",
+        "  of generation is a finite number >= 0 (0 = greedy), a softmax temperature (`tokens score`,",
+        "  `calibrate`, `generate`) is > 0; `--top-p` is in (0, 1]; `--confidence` in [0.5, 1); `--seed` in",
+        "  [0, 2**63);",
+        "- an output file is not an existing folder, not one of the input files, and its folder exists or can be",
+        "  created (a probe file is created and removed in the nearest existing folder); an output folder",
+        "  (`--out`, `--run-dir`) is not an existing file;",
+        "- every prompt, chat-templated, plus `--max-new-tokens` fits the model's context (from its config and",
+        "  tokenizer, read without loading the weights), else the error names `FILE:LINE` and the token count;",
+        "  a prompt too long on its character count alone is refused without being tokenized. `HFModel`",
+        "  checks again before allocating, for library use;",
+        "- outputs are written atomically with the mode a plain write would give (0666 minus the umask), and",
+        "  JSON outputs hold no `NaN`/`Infinity` (written as `null`).",
         "",
         "Regenerate this page with `python bench/bad_input_table.py` (about ten minutes on two CPU cores).",
         "",

@@ -35,6 +35,7 @@ class Case:
     xfail: str | None = None
     cwd: str = "."
     check: str = "exit2"  # exit2: the contract above; secret: SECRET nowhere (output or any file written)
+    why: str = ""  # with xfail: what is still wrong
 
 
 # --- the inputs-file cases (issue 14: 70 of 70 passed; they stay) ------------------------------------------
@@ -188,6 +189,8 @@ RUNS_CASES = [
     Case("runs/show-unrelated-sqlite", ["runs", "show", "foreign"], "foreign"),
 ]
 
+_ADAPTER_WHY = ("the adapter folder is verified only after the base model is loaded, so transformers' "
+                "'Loading weights' bar precedes the (clear) error line")
 ARTIFACT_CASES = [
     Case("artifacts/detector-bad-meta", ["detect", "{responses}", "-o", "o.jsonl", "-d", "det_badmeta"],
          "det_badmeta"),
@@ -201,9 +204,9 @@ ARTIFACT_CASES = [
                                                 "pred_random"], "pred_random"),
     # the adapter's files are verified after the base model is loaded, whose progress bar comes first
     Case("artifacts/adapter-bad-meta", ["tokens", "score", "{prompts}", "-o", "o.jsonl", "--adapter",
-                                        "adapter_badmeta"], "adapter_badmeta", xfail="artifacts"),
+                                        "adapter_badmeta"], "adapter_badmeta", xfail="artifacts", why=_ADAPTER_WHY),
     Case("artifacts/adapter-random-weights", ["tokens", "score", "{prompts}", "-o", "o.jsonl", "--adapter",
-                                              "adapter_random"], "adapter_random", xfail="artifacts"),
+                                              "adapter_random"], "adapter_random", xfail="artifacts", why=_ADAPTER_WHY),
 ]
 
 # an endpoint that refuses connections: the run fails (exit 2) after its retries, and a run store is left
@@ -221,7 +224,7 @@ ALL = FILE_CASES + OPTION_CASES + PATH_CASES + PROMPT_CASES + RUNS_CASES + ARTIF
 
 def _params():
     for c in ALL:
-        marks = [pytest.mark.xfail(strict=True, reason=f"owned by {c.xfail}")] if c.xfail else []
+        marks = [pytest.mark.xfail(strict=True, reason=f"owned by {c.xfail}: {c.why}")] if c.xfail else []
         yield pytest.param(c, id=c.id, marks=marks)
 
 
@@ -388,3 +391,25 @@ def test_no_nan_in_json_outputs(tmp_path: Path) -> None:
         {"p": None, "q": [1.0, None], "r": 0.5}
     assert json.loads((tmp_path / "b.json").read_text(), parse_constant=pytest.fail) == \
         {"p": None, "r": {"s": None}}
+
+
+def test_library_generation_refuses_a_prompt_past_the_context(tiny_model_dir: Path) -> None:
+    """The backstop under the CLI's check: HFModel itself refuses before allocating anything, and a
+    5 MB prompt is refused on its length alone (no tokenizing of the whole text)."""
+    import time
+
+    from refusalkit.models.context import PromptTooLongError
+    from refusalkit.models.hf import HFModel
+
+    m = HFModel(tiny_model_dir)
+    assert m.context.n_ctx == 512
+    with pytest.raises(PromptTooLongError) as e:
+        m.generate(["hi", "many words " * 400])
+    assert e.value.index == 1 and e.value.n_tokens > e.value.limit == 512 - 256
+    with pytest.raises(PromptTooLongError):
+        m.next_token_logits(["many words " * 400])
+    t = time.perf_counter()
+    with pytest.raises(PromptTooLongError, match="at least"):
+        m.generate(["x" * 5_000_000])
+    assert time.perf_counter() - t < 2.0
+    assert len(m.generate(["hi"], None)) == 1  # a prompt that fits still runs
