@@ -96,7 +96,8 @@ class _Models:
     stage has something to generate; ready models may be given keyed by their spec string."""
 
     def __init__(self, ready: Mapping[str, LanguageModel] | None, batch_size: int):
-        self.loaded: dict[str, LanguageModel] = dict(ready or {})
+        # a dict given by the caller is filled in place, so later calls reuse the models loaded here
+        self.loaded: dict[str, LanguageModel] = ready if isinstance(ready, dict) else dict(ready or {})
         self.batch_size = batch_size
 
     def loader(self, key: str, spec: ModelLike) -> Callable[[], LanguageModel]:
@@ -173,7 +174,8 @@ def run_attack(
     """Attack ``target`` with ``transform`` on ``examples`` into ``out_dir`` and return an AttackResult.
 
     ``target``, ``attacker`` and ``judge`` are ``--model`` strings, ModelSpecs or ready models (``models``
-    maps spec strings to ready models, e.g. one model that plays two roles). ``criterion`` (default:
+    maps spec strings to ready models; a dict also receives the models this call loads, for the next call).
+    ``criterion`` (default:
     ``judge`` with a judge, else ``detector``) decides which success stops a behaviour's attempts.
     ``config`` is the target's generation; ``attacker_config`` defaults to the transform's (temperature 1,
     150 new tokens for past/future) and ``judge_config`` to greedy decoding of 10 tokens, as in the paper.

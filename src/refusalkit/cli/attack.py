@@ -28,7 +28,7 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     )
     t.add_column("attempts")
     for c in crits:
-        t.add_column(c + ("" if metrics["by_criterion"][c]["exact"] else " (lower bound)"), justify="right")
+        t.add_column(c + ("" if metrics["by_criterion"][c]["exact"] else " (k: lower bound)"), justify="right")
     t.add_row("direct", *[_fmt(metrics["by_criterion"][c]["asr_direct"]) for c in crits])
     for j in range(metrics["k"]):
         t.add_row(str(j + 1), *[_fmt(metrics["by_criterion"][c]["asr_at_k"][j]) for c in crits])
