@@ -9,8 +9,8 @@ Every (threads, OMP_WAIT_POLICY) setting runs in its own process, because OpenMP
 at start-up; settings alternate for ``--repeats`` rounds so that load from other processes hits all alike.
 Each process loads the model once, warms up, then times one batch-1 call (two prompts one at a time) and one
 batch-8 call, every answer forced to exactly ``--new-tokens`` tokens. The table gives the median and the
-range (min-max) over the rounds. ``REFUSALKIT_THREADS_DEFAULTS=0`` keeps refusalkit from applying its own
-thread defaults, so each setting is measured as given.
+range (min-max) over the rounds. The worker imports torch before refusalkit, so OpenMP starts with exactly
+the policy given here (refusalkit's own default only applies when it is imported first).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PROMPTS = ["Write a haiku about autumn leaves.", "Explain what a hash table is."
 
 def worker(model: str, threads: int, new_tokens: int, dtype: str | None) -> dict:
     """Return tokens/s at batch 1 and batch 8 for ``model`` with ``threads`` torch threads."""
-    import torch
+    import torch  # first: OpenMP reads OMP_WAIT_POLICY when torch loads it
 
     from refusalkit.models.base import GenerationConfig
     from refusalkit.models.spec import load_model
@@ -70,7 +70,7 @@ def main() -> None:
     for r in range(args.repeats):
         for threads, policy in settings:
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-            env.update(HF_HUB_OFFLINE="1", REFUSALKIT_THREADS_DEFAULTS="0")
+            env.update(HF_HUB_OFFLINE="1")
             if policy:
                 env["OMP_WAIT_POLICY"] = policy
             out = subprocess.run([sys.executable, __file__, "--worker", "--model", args.model, "--n-threads",

@@ -89,7 +89,7 @@ def test_hash_mismatch_refuses_and_leaves_nothing(fake_parts, tmp_path):
     with pytest.raises(ModelSpecError, match="SHA-256 mismatch"):
         model_dir(wrong_whole)
     cache = tmp_path / "cache" / "models"
-    assert not (cache / SUBJECT.model_id).exists() and list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [f".{SUBJECT.model_id}.lock"]  # no folder, no joined .gguf
 
 
 def test_size_mismatch_via_cli_exits_2(fake_parts, tmp_path):

@@ -20,6 +20,7 @@ right after conversion, since the chunks already hold the same 1.1 GB in site-pa
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -211,11 +212,22 @@ def model_dir(bm: BundledModel) -> Path:
     paths = source_files(bm)
     if bm.sha256 is None and _cached(bm, target, paths):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time: a second process waits, then finds the folder the first one wrote.
+    with open(target.parent / f".{bm.model_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _cached(bm, target, paths):
+            return target
+        _join_and_convert(bm, paths, target)
+    return target
+
+
+def _join_and_convert(bm: BundledModel, paths: list[Path], target: Path) -> None:
+    """Verify ``paths`` against ``bm``'s pins (joining them into a temporary GGUF when split) and convert."""
     size = sum(p.stat().st_size for p in paths)
     log.warning("converting the bundled %s (%d MiB GGUF) to a transformers folder in %s (once)...",
                 bm.model_id, size >> 20, target)
     t0 = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
     joined: Path | None = None
     try:
         if len(paths) == 1:
@@ -233,7 +245,6 @@ def model_dir(bm: BundledModel) -> Path:
         if joined is not None:
             joined.unlink(missing_ok=True)
     log.warning("%s ready at %s (%.0f s)", bm.model_id, target, time.perf_counter() - t0)
-    return target
 
 
 def _convert(bm: BundledModel, gguf: Path, target: Path, stamp: dict[str, Any], t0: float) -> None:

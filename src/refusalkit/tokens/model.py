@@ -75,10 +75,10 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
     ``adapter=None`` gives the base model with the control tokens added at their initial embeddings
     (untrained; useful to compare). Raises RefusalkitError for an endpoint model or a bad adapter.
     """
-    from refusalkit.models.spec import load_model
+    from refusalkit.models.spec import ModelSpec, load_model
     from refusalkit.tokens.scheme import add_control_tokens
 
-    if model.startswith("openai:"):
+    if ModelSpec.parse(model).is_endpoint:
         raise RefusalkitError("refusal-token scoring needs a local model (its logits); for an endpoint use "
                               "`refusalkit tokens logit-bias` with a server that serves the merged model")
     hf = load_model(model, batch_size=batch_size, device=device)
