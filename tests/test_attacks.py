@@ -263,6 +263,12 @@ def test_loop_asks_the_attacker_and_resumes(tmp_path, tiny_model_dir):
     again = run_attack(exs, **kw)
     assert again.n_new == {"target": 0, "attacker": 0, "judge": 0}
     assert [r.to_dict() for r in again.records] == [r.to_dict() for r in res.records]
+    # a run killed after attempt 2's rewrites: only attempt 2's target answers and ratings are made again
+    (tmp_path / "atk" / "attempt-2" / "target" / "run.sqlite").unlink()
+    (tmp_path / "atk" / "attempt-2" / "judge" / "run.sqlite").unlink()
+    third = run_attack(exs, **kw)
+    assert third.n_new == {"target": 3, "attacker": 0, "judge": 3}
+    assert [r.prompt for r in third.records] == [r.prompt for r in res.records]
 
 
 def test_greedy_deterministic_transform_stops_after_its_variants(tmp_path, tiny_model_dir):
