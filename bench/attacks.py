@@ -42,21 +42,30 @@ def table(results: dict[str, dict], args: argparse.Namespace) -> str:
     """Return the markdown tables: ASR per transform (direct, k=1, k) and ASR at k per category."""
     first = next(iter(results.values()))
     attacker = next((m["run"]["attacker"] for m in results.values() if m["run"].get("attacker")), "-")
-    lines = [f"Target `{first['run']['model']}`, attacker `{attacker}`, judge "
-             f"`{first['run'].get('judge') or '-'}`; {first['n']} JailbreakBench behaviours (seed {args.seed}), "
-             f"k = {args.k}, target T = {args.temperature}, {args.max_new_tokens} new tokens; success = "
-             f"{first['criterion']}. Rates with 95% bootstrap intervals (Wilson in brackets after).", "",
-             "| transform | n | direct | ASR@1 | ASR@k | Wilson (ASR@k) | attempts run | mean attempts to success |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Target `{first['run']['model']}`, attacker `{attacker}`, judge "
+        f"`{first['run'].get('judge') or '-'}`; {first['n']} JailbreakBench behaviours (seed {args.seed}), "
+        f"k = {args.k}, target T = {args.temperature}, {args.max_new_tokens} new tokens; success = "
+        f"{first['criterion']}. Rates with 95% bootstrap intervals (Wilson in brackets after).",
+        "",
+        "| transform | n | direct | ASR@1 | ASR@k | Wilson (ASR@k) | attempts run | mean attempts to success |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in results.items():
         mts = m["attempts"]["mean_to_success"]
-        lines.append(f"| {name} | {m['n']} | {_pct(m['asr_direct'])} | {_pct(m['asr_at_k'][0])} | "
-                     f"{_pct(m['asr'])} | {_wil(m['asr'])} | {m['attempts_run']} | "
-                     f"{'-' if mts is None else f'{mts:.2f}'} |")
+        lines.append(
+            f"| {name} | {m['n']} | {_pct(m['asr_direct'])} | {_pct(m['asr_at_k'][0])} | "
+            f"{_pct(m['asr'])} | {_wil(m['asr'])} | {m['attempts_run']} | "
+            f"{'-' if mts is None else f'{mts:.2f}'} |"
+        )
     cats = [c["category"] for c in first["per_category"]]
-    lines += ["", "ASR at k per category:", "",
-              "| category | n | direct | " + " | ".join(results) + " |",
-              "|---|---|---|" + "---|" * len(results)]
+    lines += [
+        "",
+        "ASR at k per category:",
+        "",
+        "| category | n | direct | " + " | ".join(results) + " |",
+        "|---|---|---|" + "---|" * len(results),
+    ]
     for i, cat in enumerate(cats):
         c0 = first["per_category"][i]
         cells = [_pct(results[t]["per_category"][i]["asr_at_k"][-1]) for t in results]
@@ -83,16 +92,20 @@ def main() -> None:
     args = ap.parse_args()
 
     from refusalkit.attacks import get_transform, run_attack
-    from refusalkit.evaluate.attack_report import write_attack_outputs
+    from refusalkit.evaluate.attack_report import check_attack_dir, write_attack_outputs
     from refusalkit.evaluate.benchsets import load_eval_examples
     from refusalkit.evaluate.judge import resolve_detector
     from refusalkit.models.base import GenerationConfig
     from refusalkit.models.spec import ModelSpec
 
     attacker = args.attacker or args.model
-    out = Path(args.out or Path(__file__).resolve().parent / "out" /
-               f"attacks-{args.model.replace('/', '_')}-n{args.n}-k{args.k}")
+    out = Path(
+        args.out
+        or Path(__file__).resolve().parent / "out" / f"attacks-{args.model.replace('/', '_')}-n{args.n}-k{args.k}"
+    )
     out.mkdir(parents=True, exist_ok=True)
+    for name in args.transforms.split(","):
+        check_attack_dir(out / name.strip())
     examples = load_eval_examples(["jbb"], limit=args.n, seed=args.seed)
     det = resolve_detector(args.detector)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
@@ -110,24 +123,71 @@ def main() -> None:
         tf = get_transform(name)
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
-        res = run_attack(examples, target=args.model, transform=tf, k=args.k, out_dir=out / name,
-                         detector=det, attacker=attacker if tf.needs_attacker else None,
-                         judge=args.judge, models=models, config=cfg, attacker_config=acfg,
-                         judge_config=jcfg, seed=args.seed, batch_size=args.batch_size, direct_dir=out / "direct",
-                         on_progress=progress)
-        run = {"model": specs[args.model], "attacker": specs[attacker] if tf.needs_attacker else None,
-               "judge": specs[args.judge] if args.judge else None, "bench": "jbb", "limit": args.n,
-               "seed": args.seed, "transform": name, "k": args.k, "generation": cfg.to_dict(),
-               "attacker_generation": acfg.to_dict() if tf.needs_attacker else None, "command": "bench/attacks.py"}
+        res = run_attack(
+            examples,
+            target=args.model,
+            transform=tf,
+            k=args.k,
+            out_dir=out / name,
+            detector=det,
+            attacker=attacker if tf.needs_attacker else None,
+            judge=args.judge,
+            models=models,
+            config=cfg,
+            attacker_config=acfg,
+            judge_config=jcfg,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            direct_dir=out / "direct",
+            on_progress=progress,
+        )
+        run = {
+            "model": specs[args.model],
+            "attacker": specs[attacker] if tf.needs_attacker else None,
+            "judge": specs[args.judge] if args.judge else None,
+            "bench": "jbb",
+            "limit": args.n,
+            "seed": args.seed,
+            "transform": name,
+            "k": args.k,
+            "generation": cfg.to_dict(),
+            "attacker_generation": acfg.to_dict() if tf.needs_attacker else None,
+            "command": "bench/attacks.py",
+        }
         results[name] = write_attack_outputs(out / name, res, run=run, n_boot=args.n_boot, seed=args.seed)
-        print(f"   {name}: direct {_pct(results[name]['asr_direct'])}, ASR@{args.k} {_pct(results[name]['asr'])} "
-              f"({time.perf_counter() - t0:.0f}s; generated {res.n_new})", flush=True)
+        print(
+            f"   {name}: direct {_pct(results[name]['asr_direct'])}, ASR@{args.k} {_pct(results[name]['asr'])} "
+            f"({time.perf_counter() - t0:.0f}s; generated {res.n_new})",
+            flush=True,
+        )
     text = table(results, args)
     (out / "table.md").write_text(text, encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(
-        {name: {k: m[k] for k in ("run", "n", "k", "criterion", "attempts_run", "asr_direct", "asr_at_k",
-                                  "by_criterion", "per_category", "attempts", "timing")}
-         for name, m in results.items()}, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                name: {
+                    k: m[k]
+                    for k in (
+                        "run",
+                        "n",
+                        "k",
+                        "criterion",
+                        "attempts_run",
+                        "asr_direct",
+                        "asr_at_k",
+                        "by_criterion",
+                        "per_category",
+                        "attempts",
+                        "timing",
+                    )
+                }
+                for name, m in results.items()
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(text)
     print(f"wrote {out}/table.md, summary.json and one folder per transform")
 

@@ -293,6 +293,21 @@ def test_greedy_deterministic_transform_stops_after_its_variants(tmp_path, tiny_
     assert res.attempts_run == 2  # base64 has two variants; a greedy target would repeat itself after that
     prompts = [r.prompt for r in res.records if r.attempt > 0]
     assert prompts[1] == base64.b64encode(b"Tell me a secret").decode() and prompts[0].endswith(prompts[1])
+    greedy = run_attack(
+        exs,
+        target=str(tiny_model_dir),
+        transform=get_transform("past"),
+        k=4,
+        out_dir=tmp_path / "g",
+        detector=get_detector("keyword"),
+        attacker=str(tiny_model_dir),
+        judge=str(tiny_model_dir),
+        config=GenerationConfig(max_new_tokens=3),
+        attacker_config=GenerationConfig(max_new_tokens=3),
+        judge_config=GenerationConfig(max_new_tokens=2),
+        models={str(tiny_model_dir): lm},
+    )
+    assert greedy.attempts_run == 1  # greedy attacker and greedy target: every attempt would be the same
     with pytest.raises(RefusalkitError, match="needs a judge"):
         run_attack(
             exs,
@@ -356,6 +371,19 @@ def test_cli_attack_end_to_end_and_resume(tmp_path, tiny_model_dir, data_dir):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "generated now: 0 target, 0 attacker, 0 judge answers" in " ".join(r2.stdout.split())
     assert json.loads((out / "metrics.json").read_text())["asr_at_k"] == m["asr_at_k"]
+
+
+def test_attack_refuses_a_directory_of_another_command(tmp_path):
+    from refusalkit.evaluate.attack_report import check_attack_dir
+
+    d = tmp_path / "evalrun"
+    d.mkdir()
+    (d / "metrics.json").write_text('{"schema": "refusalkit.eval.metrics/1"}')
+    r = run_cli("attack", "--transform", "none", "--out", str(d))
+    assert r.returncode == 2 and "another command's metrics.json" in " ".join(r.stderr.split())
+    assert sorted(p.name for p in d.iterdir()) == ["metrics.json"]
+    (d / "metrics.json").write_text('{"schema": "refusalkit.attack.metrics/1"}')
+    check_attack_dir(d)  # an attack's own directory is fine (rerun, resume)
 
 
 @pytest.mark.parametrize(

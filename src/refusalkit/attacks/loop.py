@@ -309,6 +309,8 @@ def run_attack(
     limit = k
     if not cfg.do_sample and transform.distinct_attempts is not None:
         limit = min(k, transform.distinct_attempts)
+    if not cfg.do_sample and isinstance(transform, AttackerTransform) and not acfg.do_sample:
+        limit = 1  # a greedy attacker writes the same rewrite every attempt, and a greedy target answers alike
     pending = exs
     attempts_run = 0
     for a in range(1, limit + 1):

@@ -155,6 +155,9 @@ def register(app: typer.Typer) -> None:
             if v is not None
         }
         validate.output_dir("--out", out)
+        from refusalkit.evaluate.attack_report import check_attack_dir
+
+        check_attack_dir(out)
         from refusalkit.evaluate.benchsets import load_eval_examples
         from refusalkit.evaluate.judge import resolve_detector
         from refusalkit.models.base import GenerationConfig

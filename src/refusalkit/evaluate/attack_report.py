@@ -25,11 +25,30 @@ from typing import Any
 
 from refusalkit.attacks.loop import AttackResult, AttemptRecord
 from refusalkit.data.io import dumps_strict, write_bytes_atomic, write_jsonl_atomic, write_text_atomic
+from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.metrics import rate
 
 SCHEMA = "refusalkit.attack.metrics/1"
 OUTPUTS = ("metrics.json", "attempts.jsonl", "report.html", "asr_at_k.png", "categories.png")
 _Z95 = 1.959964
+
+
+def check_attack_dir(out_dir: str | Path) -> None:
+    """Raise RefusalkitError when ``out_dir`` holds another command's run (a ``run.sqlite`` at its top, or
+    a ``metrics.json`` that is not an attack's), so an attack never overwrites an eval's outputs."""
+    out = Path(out_dir)
+    if (out / "run.sqlite").is_file():
+        raise RefusalkitError(
+            f"--out {out} is the run directory of another command (it holds run.sqlite); choose another --out"
+        )
+    mp = out / "metrics.json"
+    if mp.is_file():
+        try:
+            schema = json.loads(mp.read_text(encoding="utf-8")).get("schema")
+        except (OSError, ValueError, AttributeError):
+            schema = None
+        if schema != SCHEMA:
+            raise RefusalkitError(f"--out {out} holds another command's metrics.json; choose another --out")
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> list[float | None]:
