@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/rebuild_shipped.py [--data-dir ../shared/data] [--only default --only tsetlin ...]
                                                 [--out DIR] [--no-loso]
+    .venv/bin/python scripts/rebuild_shipped.py --write-manifests   # after editing a shipped folder by hand
 
 Trains ``default`` (linear), ``embedding`` and ``tsetlin`` on refusalkit's synthetic responses, the responses
 written for refusalkit in other models' styles (``data/detect/written/``, in this repository only) and the
@@ -10,6 +11,9 @@ and by holding out one source at a time; and writes each with its ``card.json`` 
 classifiers ``prompt_chatgpt`` and ``prompt_chatgpt_lm`` are trained on every labelled Reuter & Schulze
 prompt. This is a maintainer's recipe, kept out of the installed package: it needs the repository's
 ``data/`` folder and writes into the source tree.
+
+Every shipped artifact folder carries a ``manifest.json`` that loading checks; ``--write-manifests``
+rewrites them all (e.g. after adding a calibration profile or README to the shipped refusal-token adapter).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 WRITTEN = REPO / "data" / "detect" / "written"
 SHIPPED_ROOT = REPO / "src" / "refusalkit" / "resources" / "detect"
+ADAPTER = REPO / "src" / "refusalkit" / "resources" / "tokens" / "smollm2-135m-coconot"
 SHIPPED = ("default", "tsetlin", "embedding", "prompt_chatgpt", "prompt_chatgpt_lm")
 SYNTH_SEED, SYNTH_PER_TOPIC = 0, 25
 COMMAND = "python scripts/rebuild_shipped.py --data-dir ../shared/data"
@@ -147,7 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=SHIPPED_ROOT, help="folder to write the models into")
     ap.add_argument("--only", action="append", choices=SHIPPED, help="rebuild only these (repeatable)")
     ap.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out figures (20+ fits)")
+    ap.add_argument("--write-manifests", action="store_true",
+                    help="only rewrite manifest.json of every shipped artifact folder (detectors and the adapter)")
     a = ap.parse_args(argv)
+    if a.write_manifests:
+        from refusalkit.artifacts import write_manifest
+
+        for folder in [*(SHIPPED_ROOT / n for n in SHIPPED), ADAPTER]:
+            print(write_manifest(folder))
+        return 0
     try:
         build_shipped(a.data_dir or data_root(), a.out, tuple(a.only or SHIPPED), loso=not a.no_loso)
     except RefusalkitError as e:
