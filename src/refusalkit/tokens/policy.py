@@ -254,6 +254,9 @@ def load_profile(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         q = bundled_adapter_dir() / "profiles" / f"{path}.json"
         if q.is_file():
+            from refusalkit.artifacts import verify
+
+            verify(bundled_adapter_dir())  # a shipped profile is part of the adapter's manifest
             p = q
         else:
             names = sorted(x.stem for x in (bundled_adapter_dir() / "profiles").glob("*.json"))
