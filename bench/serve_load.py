@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -66,8 +67,9 @@ def loopback_only(url: str) -> str:
     return url.rstrip("/")
 
 
-def start_server(model: str, key: str, timeout: float, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    """Start `refusalkit serve` on a free loopback port; return it and its base URL once /health answers."""
+def start_server(model: str, key: str, timeout: float, extra: list[str], log) -> tuple[subprocess.Popen, str]:
+    """Start `refusalkit serve` on a free loopback port, its stderr to the file ``log`` (a pipe nobody reads
+    would fill and stall the server); return it and its base URL once /health answers."""
     import httpx
 
     with socket.socket() as s:
@@ -79,12 +81,13 @@ def start_server(model: str, key: str, timeout: float, extra: list[str]) -> tupl
         [str(exe), "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port), *extra],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"error: the server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            log.seek(0)
+            sys.exit(f"error: the server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc, f"http://127.0.0.1:{port}/v1"
@@ -94,8 +97,9 @@ def start_server(model: str, key: str, timeout: float, extra: list[str]) -> tupl
     sys.exit(f"error: the server did not answer /health within {timeout:.0f} s")
 
 
-async def scenario(url: str, key: str, clients: int, per_client: int, max_tokens: int, request_timeout: float,
-                   deadline: float) -> dict:
+async def scenario(
+    url: str, key: str, clients: int, per_client: int, max_tokens: int, request_timeout: float, deadline: float
+) -> dict:
     """Run ``clients`` concurrent clients, ``per_client`` sequential requests each; return the figures."""
     import httpx
 
@@ -103,8 +107,9 @@ async def scenario(url: str, key: str, clients: int, per_client: int, max_tokens
     errors: dict[str, int] = {}
     tokens = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=request_timeout, limits=limits,
-                                 headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(
+        timeout=request_timeout, limits=limits, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
 
         async def client(c: int) -> None:
             nonlocal tokens
@@ -112,8 +117,11 @@ async def scenario(url: str, key: str, clients: int, per_client: int, max_tokens
                 if time.time() > deadline:
                     errors["not sent (run time limit)"] = errors.get("not sent (run time limit)", 0) + 1
                     continue
-                body = {"messages": [{"role": "user", "content": PROMPTS[(c * per_client + r) % len(PROMPTS)]}],
-                        "max_tokens": max_tokens, "temperature": 0}
+                body = {
+                    "messages": [{"role": "user", "content": PROMPTS[(c * per_client + r) % len(PROMPTS)]}],
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                }
                 t0 = time.perf_counter()
                 try:
                     resp = await http.post(url + "/chat/completions", json=body)
@@ -131,19 +139,29 @@ async def scenario(url: str, key: str, clients: int, per_client: int, max_tokens
         await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) >= 2 else latencies * 19
-    return {"clients": clients, "requests": clients * per_client, "ok": len(latencies),
-            "errors": sum(errors.values()), "error_kinds": errors, "seconds": round(wall, 2),
-            "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-            "p95_s": round(q[18], 3) if latencies else None,
-            "max_s": round(max(latencies), 3) if latencies else None,
-            "requests_per_s": round(len(latencies) / wall, 3), "tokens_per_s": round(tokens / wall, 2)}
+    return {
+        "clients": clients,
+        "requests": clients * per_client,
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall, 2),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p95_s": round(q[18], 3) if latencies else None,
+        "max_s": round(max(latencies), 3) if latencies else None,
+        "requests_per_s": round(len(latencies) / wall, 3),
+        "tokens_per_s": round(tokens / wall, 2),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--modes", default="batched,serial",
-                    help="Servers to start, one after another: batched (the default server), serial (--max-batch 1).")
+    ap.add_argument(
+        "--modes",
+        default="batched,serial",
+        help="Servers to start, one after another: batched (the default server), serial (--max-batch 1).",
+    )
     ap.add_argument("--url", default=None, help="Measure this running server (loopback only) instead.")
     ap.add_argument("--clients", default="1,16,64", help="Comma-separated client counts, one scenario each.")
     ap.add_argument("--requests", type=int, default=2, help="Requests per client.")
@@ -169,10 +187,15 @@ def main() -> None:
             url, key = loopback_only(args.url), os.environ.get("REFUSALKIT_API_KEY", "")
         else:
             key = secrets.token_urlsafe(24)
-            proc, url = start_server(args.model, key, timeout=600, extra=MODES[mode])
+            log = tempfile.TemporaryFile()
+            proc, url = start_server(args.model, key, timeout=600, extra=MODES[mode], log=log)
         try:
-            warm = httpx.post(url + "/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=600,
-                              json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": args.max_tokens})
+            warm = httpx.post(
+                url + "/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=600,
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": args.max_tokens},
+            )
             warm.raise_for_status()
             for c in counts:
                 per_client = max(args.requests, -(-args.min_total // c))
@@ -187,6 +210,11 @@ def main() -> None:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                log.seek(0)
+                if any(r["errors"] for r in results if r["mode"] == mode):
+                    tail = log.read().decode(errors="replace")[-3000:]
+                    print(f"server log ({mode}), last lines:\n{tail}", file=sys.stderr)
+                log.close()
         if args.url:
             break
     print(f"model {args.model}, max_tokens {args.max_tokens}, greedy; loopback server\n")
@@ -195,12 +223,13 @@ def main() -> None:
     for r in results:
         base = next((b["requests_per_s"] for b in results if b["clients"] == 1 and b["mode"] == r["mode"]), None)
         ratio = f"{r['requests_per_s'] / base:.2f}x" if base else "-"
-        print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_s']} | {r['p95_s']} | "
-              f"{r['max_s']} | {r['requests_per_s']} | {r['tokens_per_s']} | {ratio} |")
+        print(
+            f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_s']} | {r['p95_s']} | "
+            f"{r['max_s']} | {r['requests_per_s']} | {r['tokens_per_s']} | {ratio} |"
+        )
     if args.json:
         tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"model": args.model, "max_tokens": args.max_tokens, "results": results},
-                                  indent=2))
+        tmp.write_text(json.dumps({"model": args.model, "max_tokens": args.max_tokens, "results": results}, indent=2))
         tmp.replace(args.json)
 
 

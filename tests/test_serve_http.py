@@ -255,6 +255,8 @@ BAD_BODIES = {
     "seed float": b'{"messages": [{"role": "user", "content": "hi"}], "seed": 1.5}',
     "lone surrogate in content": b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}',
     "lone surrogate in a text part": b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+    "lone surrogate in a parameter name": b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}',
+    "lone surrogate in a logit_bias key": b'{"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"\\ud800": 1}}',
     "lone surrogate in stop": b'{"messages": [{"role": "user", "content": "hi"}], "stop": "\\ud800"}',
     "invalid UTF-8": b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
     "not JSON": b'{"messages": [',

@@ -13,8 +13,10 @@ share it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,15 +24,16 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from refusalkit.models.base import Generation, GenerationConfig
+from refusalkit.models.context import context_size, render_chat
 from refusalkit.models.hf import HFModel
 from refusalkit.serve.batching import BatchingEngine
 from refusalkit.serve.engine import Job, SerialEngine
-from refusalkit.serve.errors import APIError, error_body
+from refusalkit.serve.errors import APIError, error_body, error_bytes
 from refusalkit.serve.guard import GuardMiddleware
 from refusalkit.serve.limits import ServerLimits
 from refusalkit.serve.schema import ChatRequest, parse_chat_request
@@ -51,21 +54,32 @@ class LogitBias:
 
 
 def model_context(model: HFModel) -> int | None:
-    """Return the model's context length in tokens (``max_position_embeddings``), or None if unknown."""
-    cfg = model.model.config
-    ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    return int(ctx) if ctx else None
+    """Return the model's context length in tokens (its config, capped by the tokenizer), or None if unknown."""
+    return context_size(model.model.config, model.tokenizer)
 
 
-def count_prompt_tokens(model: HFModel, messages: list[dict[str, str]]) -> int:
-    """Return the token count of ``messages`` after chat templating; a template error is a 400."""
-    try:
-        text = model.render(messages)
-    except Exception as e:  # jinja2 raises its own errors for e.g. roles out of order
-        raise APIError(
-            400, f"messages cannot be rendered by the model's chat template: {str(e)[:200]}", param="messages"
-        ) from None
-    return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+class PromptCounter:
+    """Counts a request's prompt tokens after chat templating, off the generation thread.
+
+    It uses its own copy of the tokenizer under its own lock: a fast tokenizer is not thread-safe (a count
+    in one thread switches padding off under a padded batch encode in the generation thread, which then
+    fails), and counting must not wait for the model's lock.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = copy.deepcopy(tokenizer)
+        self.lock = threading.Lock()
+
+    def __call__(self, messages: list[dict[str, str]]) -> int:
+        """Return the token count of ``messages`` as the model will see them; a template error is a 400."""
+        with self.lock:
+            try:
+                text = render_chat(self.tokenizer, messages)
+            except Exception as e:  # jinja2 raises its own errors for e.g. roles out of order
+                raise APIError(
+                    400, f"messages cannot be rendered by the model's chat template: {str(e)[:200]}", param="messages"
+                ) from None
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _logit_bias(req: ChatRequest, vocab: int) -> LogitBias | None:
@@ -162,13 +176,15 @@ def create_app(
         engine = SerialEngine(model, max_queue=limits.max_queue)
     ctx = model_context(model)
     vocab = len(model.tokenizer)
+    count_prompt_tokens = PromptCounter(model.tokenizer)
     app = FastAPI(title="refusalkit server", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=limits.max_body_bytes)
     app.state.engine = engine
 
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+    async def _api_error(_: Request, e: APIError) -> Response:
+        # ASCII-escaped JSON: a message quoting the request (a parameter name) may hold a lone surrogate
+        return Response(error_bytes(e), status_code=e.status, headers=e.headers, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -185,7 +201,8 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        out = {"status": "ok", "model": model.name, "running": engine.running, "active": engine.active}
+        # no model name here: /health needs no key, and a local model's name is its folder path
+        out = {"status": "ok", "running": engine.running, "active": engine.active}
         if isinstance(engine, BatchingEngine):
             out.update(batches=engine.batches, batched_sequences=engine.batched_sequences)
         return out
@@ -201,7 +218,7 @@ def create_app(
         processor = _logit_bias(req, vocab)
         msgs = [m.as_dict() for m in req.messages]
         # Tokenizing up to max_body_bytes of text takes a while: keep it off the event loop.
-        prompt_tokens = await asyncio.to_thread(count_prompt_tokens, model, msgs)
+        prompt_tokens = await asyncio.to_thread(count_prompt_tokens, msgs)
         max_tokens = _choose_max_tokens(req, prompt_tokens, ctx, limits, max_tokens_default)
         cfg = GenerationConfig(
             max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stops

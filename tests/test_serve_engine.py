@@ -1,0 +1,53 @@
+"""The server's pieces that run concurrently, checked in-process on the tiny model."""
+
+from __future__ import annotations
+
+import threading
+
+from refusalkit.models.base import GenerationConfig
+from refusalkit.models.hf import HFModel
+from refusalkit.serve.app import PromptCounter
+from refusalkit.serve.engine import _visible
+
+
+def test_prompt_counting_beside_batched_generation_does_not_break_it(tiny_model_dir):
+    """Regression: counting prompt tokens with the model's own fast tokenizer in another thread switched
+    padding off under the generation thread's padded batch encode ("Unable to create tensor"), a 500
+    under concurrent load. The counter has its own tokenizer copy."""
+    model = HFModel(tiny_model_dir, name="tiny")
+    counter = PromptCounter(model.tokenizer)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    counts: list[int] = []
+
+    def count() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                counts.append(counter([{"role": "user", "content": "hello world " * (i % 50 + 1)}]))
+            except BaseException as e:  # noqa: BLE001 - collected and asserted on below
+                errors.append(e)
+            i += 1
+
+    threads = [threading.Thread(target=count) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(30):
+            batch = [[{"role": "user", "content": "hi " * (j + 1)}] for j in range(8)]
+            gens = model.generate(batch, GenerationConfig(max_new_tokens=2))
+            assert len(gens) == 8
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors and counts
+    expected = len(model.encode([[{"role": "user", "content": "hello world "}]])["input_ids"][0])
+    assert counter([{"role": "user", "content": "hello world "}]) == expected
+
+
+def test_stream_holds_back_what_may_become_a_stop_string():
+    assert _visible(" Hello wor", ("world",), final=False) == ("Hello", False)
+    assert _visible(" Hello world and more", ("world",), final=False) == ("Hello", True)
+    assert _visible("Hello  ", (), final=False) == ("Hello", False)
+    assert _visible("Hello  ", (), final=True) == ("Hello", False)
