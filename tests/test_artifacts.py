@@ -143,8 +143,8 @@ def test_corrupt_artifact_is_one_clear_error(tmp_path, what, src, how, keep_mani
     shutil.copytree(RESOURCES / src, folder)
     if how in ("random_weights", "misshaped_weights", "missing_file") and src == "detect/tsetlin":
         pytest.skip("the Tsetlin detector keeps its rules in meta.json (no weights file)")
-    if what == "adapter" and not keep_manifest and how in ("random_weights", "misshaped_weights", "missing_file"):
-        pytest.skip("without a manifest a damaged adapter weights file is found when the model loads (CLI test)")
+    if what == "adapter" and not keep_manifest and how == "misshaped_weights":
+        pytest.skip("without a manifest, weights of the wrong shape are found when the model loads (CLI test)")
     target = _corrupt(folder, how, keep_manifest)
     with pytest.raises(RefusalkitError) as ei:
         _load(what, folder)
@@ -168,11 +168,12 @@ def test_cli_exits_2_naming_the_corrupt_file(tmp_path, how):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["random_weights", "misshaped_weights"])
 @pytest.mark.parametrize("keep_manifest", [True, False], ids=["manifest", "legacy"])
-def test_cli_damaged_adapter_exits_2(tmp_path, keep_manifest):
+def test_cli_damaged_adapter_exits_2(tmp_path, keep_manifest, how):
     folder = tmp_path / "adapter"
     shutil.copytree(RESOURCES / "tokens" / "smollm2-135m-coconot", folder)
-    target = _corrupt(folder, "random_weights", keep_manifest)
+    target = _corrupt(folder, how, keep_manifest)
     inp = tmp_path / "p.jsonl"
     inp.write_text(json.dumps({"prompt": "hello"}) + "\n")
     r = run_cli("tokens", "score", str(inp), "--adapter", str(folder), "-o", str(tmp_path / "s.jsonl"))

@@ -189,8 +189,6 @@ RUNS_CASES = [
     Case("runs/show-unrelated-sqlite", ["runs", "show", "foreign"], "foreign"),
 ]
 
-_ADAPTER_WHY = ("the adapter folder is verified only after the base model is loaded, so transformers' "
-                "'Loading weights' bar precedes the (clear) error line")
 ARTIFACT_CASES = [
     Case("artifacts/detector-bad-meta", ["detect", "{responses}", "-o", "o.jsonl", "-d", "det_badmeta"],
          "det_badmeta"),
@@ -202,11 +200,11 @@ ARTIFACT_CASES = [
          "pred_badmeta"),
     Case("artifacts/predictor-random-weights", ["predict", "{prompts}", "-o", "o.jsonl", "--predictor",
                                                 "pred_random"], "pred_random"),
-    # the adapter's files are verified after the base model is loaded, whose progress bar comes first
+    # the adapter's files are checked before the base model loads, so the error is the only line
     Case("artifacts/adapter-bad-meta", ["tokens", "score", "{prompts}", "-o", "o.jsonl", "--adapter",
-                                        "adapter_badmeta"], "adapter_badmeta", xfail="artifacts", why=_ADAPTER_WHY),
+                                        "adapter_badmeta"], "adapter_badmeta"),
     Case("artifacts/adapter-random-weights", ["tokens", "score", "{prompts}", "-o", "o.jsonl", "--adapter",
-                                              "adapter_random"], "adapter_random", xfail="artifacts", why=_ADAPTER_WHY),
+                                              "adapter_random"], "adapter_random"),
 ]
 
 # an endpoint that refuses connections: the run fails (exit 2) after its retries, and a run store is left

@@ -15,6 +15,7 @@ from refusalkit.tokens.scheme import TokenScheme
 
 TOKENS_FILE = "refusal_tokens.json"
 OUTPUT_ROWS_FILE = "output_rows.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BUNDLED_ADAPTER = "smollm2-135m-coconot"
 
 
@@ -27,11 +28,26 @@ def resolve_adapter(adapter: str | os.PathLike) -> Path:
     """Return the adapter folder for a path or ``bundled`` after checking its manifest (when it has one);
     raise RefusalkitError when it is not an adapter or a file is missing, changed or damaged."""
     p = bundled_adapter_dir() if str(adapter) == "bundled" else Path(adapter).expanduser()
-    if not (p / TOKENS_FILE).is_file() or not (p / "adapter_config.json").is_file():
-        raise RefusalkitError(f"{p} is not a refusal-token adapter (needs {TOKENS_FILE} and adapter_config.json); "
+    verify(p)  # first, so that a file the manifest lists is named when it is missing
+    needs = (TOKENS_FILE, "adapter_config.json", ADAPTER_WEIGHTS)
+    if not all((p / f).is_file() for f in needs):
+        raise RefusalkitError(f"{p} is not a refusal-token adapter (needs {', '.join(needs)}); "
                               "train one with `refusalkit tokens train` or use --adapter bundled")
-    verify(p)
+    for f in sorted(p.glob("*.safetensors")):
+        _check_safetensors(f)
     return p
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ArtifactError unless ``path`` has a readable safetensors header (reads the header only), so a
+    damaged weights file of an adapter without a manifest is named before any model is loaded."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            fh.keys()
+    except Exception as e:  # SafetensorError for a bad header; OSError
+        raise ArtifactError(path, f"damaged weights file: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
 
 
 def read_adapter_info(adapter_dir: str | os.PathLike) -> dict[str, Any]:
@@ -81,11 +97,11 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
     if ModelSpec.parse(model).is_endpoint:
         raise RefusalkitError("refusal-token scoring needs a local model (its logits); for an endpoint use "
                               "`refusalkit tokens logit-bias` with a server that serves the merged model")
-    hf = load_model(model, batch_size=batch_size, device=device)
     info: dict[str, Any] = {"adapter": None}
     if adapter is None:
         scheme = TokenScheme()
     else:
+        # the adapter is checked before the base model loads: a damaged folder fails fast, in one line
         adir = resolve_adapter(adapter)
         info = read_adapter_info(adir)
         info["adapter"] = str(adir)
@@ -93,6 +109,7 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
             scheme = TokenScheme.from_dict(info["scheme"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(adir / TOKENS_FILE, f"damaged refusal-token file: bad 'scheme' ({e})") from None
+    hf = load_model(model, batch_size=batch_size, device=device)
     ids = add_control_tokens(hf.tokenizer, hf.model, scheme)
     if adapter is not None:
         expected = info.get("token_ids") or {}
