@@ -16,6 +16,10 @@ for _module in (demo, generate, runs, serve, detect_cmd, predict_cmd, tokens, ev
                 values):
     _module.register(app)
 
+from refusalkit.cli import latent as latent_cmd  # noqa: E402
+
+latent_cmd.register(app)
+
 from refusalkit.cli import attack as attack_cmd  # noqa: E402
 
 attack_cmd.register(app)

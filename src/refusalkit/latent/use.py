@@ -1,0 +1,145 @@
+"""Using a direction artifact: load the model it belongs to (checked), build intervention specs from it,
+score prompts with its Latent Guard, and write an orthogonalised copy of the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from refusalkit.errors import RefusalkitError
+from refusalkit.latent import capture as cap
+from refusalkit.latent.artifact import DirectionArtifact, load_artifact
+from refusalkit.latent.guard import LatentGuard, layer_scores
+
+VECTORS = ("refusal", "harmfulness")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "model")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str = "auto") -> str | None:
+    """Return the torch dtype name to load with (None: the checkpoint's own).
+
+    ``auto`` picks float32 on a CPU without native bfloat16 arithmetic (there, bf16 matrix products ran 4-5x
+    slower than float32), else the checkpoint's dtype; ``model`` always keeps the checkpoint's.
+    """
+    if dtype not in DTYPES:
+        raise RefusalkitError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype == "model":
+        return None
+    if dtype == "auto":
+        return None if torch.cuda.is_available() or _cpu_has_bf16() else "float32"
+    return dtype
+
+
+def load_hf(spec: str, *, batch_size: int = 8, dtype: str = "auto") -> Any:
+    """Return the HFModel for a ``--model`` string; endpoints have no residual stream to work on."""
+    from refusalkit.models.spec import ModelSpec, load_model
+
+    if ModelSpec.parse(spec).is_endpoint:
+        raise RefusalkitError("latent analysis needs the model's weights: give a local model, not an endpoint")
+    dt = resolve_dtype(dtype)
+    return load_model(spec, batch_size=batch_size, **({"dtype": dt} if dt else {}))
+
+
+def load_for(direction: str | Path, model: str | None = None, *, batch_size: int = 8,
+             dtype: str = "auto") -> tuple[DirectionArtifact, Any]:
+    """Return ``(artifact, hf)``: the artifact and its model (``model`` overrides the card's), checked to be
+    the model the directions came from."""
+    art = load_artifact(direction)
+    spec = model or art.card.get("model", {}).get("id")
+    if not spec:
+        raise RefusalkitError(f"{direction}: the card names no model; pass --model")
+    hf = load_hf(spec, batch_size=batch_size, dtype=dtype)
+    art.check_model(hf.model, spec)
+    return art, hf
+
+
+def ablation_spec(art: DirectionArtifact) -> dict[str, Any]:
+    """Return the intervention spec that ablates the artifact's refusal direction everywhere."""
+    return {"op": "ablate", "direction": art.tensor("refusal_direction")}
+
+
+def steer_spec(art: DirectionArtifact, coef: float, *, layer: int | None = None, vector: str = "refusal",
+               ablate_first: bool = False) -> dict[str, Any]:
+    """Return the spec that adds ``coef`` times a direction (its difference of means) at one layer.
+
+    ``vector`` is ``refusal`` (the selected direction; default layer: the selected one) or ``harmfulness``
+    (Zhao et al.'s, at ``layer``, default the refusal layer). ``ablate_first`` removes the refusal direction
+    everywhere before adding (ablate-then-add).
+    """
+    n_layers = int(art.card["model"]["n_layers"])
+    lay = int(art.card["refusal"]["layer"]) if layer is None else int(layer)
+    if not -n_layers <= lay < n_layers:
+        raise RefusalkitError(f"--layer {lay} is out of range: the model has {n_layers} layers")
+    if vector == "refusal":
+        v = art.tensor("refusal_direction") if layer is None else \
+            art.tensor("mean_diff")[lay, art.card["positions"].index(art.card["refusal"]["position"])]
+    elif vector == "harmfulness":
+        v = art.tensor("harmfulness")[lay]
+    else:
+        raise RefusalkitError(f"unknown --vector {vector!r}; use {' or '.join(VECTORS)}")
+    if ablate_first:
+        return {"op": "ablate_then_add", "direction": art.tensor("refusal_direction"), "vector": v, "layer": lay,
+                "coef": coef}
+    return {"op": "add", "vector": v, "layer": lay, "coef": coef}
+
+
+def guard_of(art: DirectionArtifact) -> LatentGuard:
+    """Return the artifact's fitted Latent Guard."""
+    if "guard" not in art.card:
+        raise RefusalkitError(f"{art.path}: the artifact has no fitted guard")
+    return LatentGuard.from_dict(art.card["guard"])
+
+
+def guard_layer_scores(hf: Any, art: DirectionArtifact, prompts: list[Any], *, batch_size: int = 8,
+                       system_prompt: str | None = None) -> torch.Tensor:
+    """Return Zhao et al.'s per-layer scores ``[n, k]`` of ``prompts`` for layers ``0..k-1``, where ``k - 1`` is
+    the deepest layer the guard uses (one forward pass each, stopped after that layer)."""
+    inst = art.card["positions"].index("inst")
+    upto = max(guard_of(art).layers) + 1
+    pos = cap.parse_positions("inst", len(cap.template_suffix_ids(hf, system_prompt)))
+    acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt,
+                       layers=list(range(upto)))[:, :, 0, :]
+    return layer_scores(acts, art.tensor("mu_harmful")[:upto, inst], art.tensor("mu_harmless")[:upto, inst])
+
+
+def p_harmful(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> np.ndarray:
+    """Return the Latent Guard's ``p_harmful`` (0..1) for each prompt."""
+    return guard_of(art).p_harmful(guard_layer_scores(hf, art, prompts, **kw))
+
+
+def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path) -> Path:
+    """Write the model with the refusal direction orthogonalised out of its weights (plus its tokenizer) to
+    ``out_dir`` with ``save_pretrained``, atomically; return the folder. Plain transformers loads it."""
+    import os
+    import shutil
+    import tempfile
+
+    from refusalkit.latent.intervene import orthogonalize
+
+    orthogonalize(hf.model, art.tensor("refusal_direction"))
+    dest = Path(out_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        hf.model.save_pretrained(tmp)
+        hf.tokenizer.save_pretrained(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
