@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refusalkit.data.io import write_jsonl_atomic, write_text_atomic
+from refusalkit.data.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.benchsets import load_eval_examples, split_specs
 from refusalkit.evaluate.judge import (T2I_DETECTOR, detector_error_rates, judge_pending, resolve_detector)
@@ -71,7 +71,7 @@ def write_outputs(run_dir: Path, metrics: dict[str, Any], rows: list[dict[str, A
         tmp.write_bytes(png)
         tmp.replace(run_dir / f"{name}.png")
     write_jsonl_atomic(run_dir / "responses.jsonl", rows)
-    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(run_dir / "metrics.json", metrics)
     write_text_atomic(run_dir / "report.html", report.run_report(metrics, rows, pngs))
 
 
@@ -140,7 +140,7 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
     timing["total_s"] = time.perf_counter() - t_start
     timing["outside_generation_share"] = (1 - timing["generate_s"] / timing["total_s"]) if n_gen else None
     metrics["timing"] = timing
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(out / "metrics.json", metrics)
     return EvalResult(out, metrics, n_gen, judged, timing)
 
 

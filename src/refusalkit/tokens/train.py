@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from refusalkit.data.io import write_text_atomic
+from refusalkit.data.io import write_json_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.data import (DEFAULT_SEED, LabelledPrompt, read_labelled, split_manifest, stratified_split,
                                     tag_examples)
@@ -397,7 +397,7 @@ def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: 
     info = {"format": "refusalkit-tokens/1", "output_rows": bool(output_rows), "scheme": scheme.to_dict(), "token_ids": token_ids,
             "base_model": cfg.model, "base_model_sha256": model_hash(base_dir),
             "config": asdict(cfg), **extra}
-    write_text_atomic(out / TOKENS_FILE, json.dumps(info, indent=2))
+    write_json_atomic(out / TOKENS_FILE, info)  # a diverged loss (NaN) is written as null, not as NaN
     write_manifest(out, [f for f in ("adapter_model.safetensors", "adapter_config.json", OUTPUT_ROWS_FILE,
                                      TOKENS_FILE, "splits.json") if (out / f).is_file()])
     return info
