@@ -266,7 +266,7 @@ def export_cmd(
     from refusalkit.latent.use import export_orthogonalized, load_for
 
     validate.output_dir("--output", output)
-    art, hf = load_for(direction, model)
+    art, hf = load_for(direction, model, dtype="model")  # the checkpoint's own dtype: the export keeps it
     export_orthogonalized(hf, art, output)
     console.print(f"orthogonalised model written to {output}", markup=False, highlight=False)
 

@@ -120,9 +120,11 @@ def p_harmful(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) ->
     return guard_of(art).p_harmful(guard_layer_scores(hf, art, prompts, **kw))
 
 
-def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path) -> Path:
+def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path, *,
+                          save_dtype: torch.dtype | None = None) -> Path:
     """Write the model with the refusal direction orthogonalised out of its weights (plus its tokenizer) to
-    ``out_dir`` with ``save_pretrained``, atomically; return the folder. Plain transformers loads it."""
+    ``out_dir`` with ``save_pretrained``, atomically, cast to ``save_dtype`` when given (the model is edited in
+    place); return the folder. Plain transformers loads it."""
     import os
     import shutil
     import tempfile
@@ -130,6 +132,8 @@ def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path) 
     from refusalkit.latent.intervene import orthogonalize
 
     orthogonalize(hf.model, art.tensor("refusal_direction"))
+    if save_dtype is not None:
+        hf.model.to(save_dtype)
     dest = Path(out_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
