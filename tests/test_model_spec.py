@@ -2,7 +2,10 @@
 
 import base64
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -168,3 +171,14 @@ def test_generate_never_stores_or_prints_url_credentials(chat_port, tmp_path):
     assert "user:***@127.0.0.1" in stored
     for text in (shown, stored):
         assert SECRET not in text
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_wait_policy_default(given, expected):
+    """Importing refusalkit (as the CLI does before torch) sets OMP_WAIT_POLICY=PASSIVE unless the user chose."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, refusalkit; print(os.environ['OMP_WAIT_POLICY'])"],
+                         capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == expected
