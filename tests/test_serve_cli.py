@@ -75,6 +75,7 @@ BAD = {
     "max-queue 0": (["--max-queue", "0"], "--max-queue"),
     "max-n 0": (["--max-n", "0"], "--max-n"),
     "max-batch 0": (["--max-batch", "0"], "--max-batch"),
+    "max-batch-tokens 0": (["--max-batch-tokens", "0"], "--max-batch-tokens"),
     "batch-wait-ms -1": (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
     "max-prompt-tokens 0": (["--max-prompt-tokens", "0"], "--max-prompt-tokens"),
     "max-tokens above its limit": (["--max-tokens", "600", "--max-tokens-limit", "500"], "--max-tokens"),

@@ -51,3 +51,35 @@ def test_stream_holds_back_what_may_become_a_stop_string():
     assert _visible(" Hello world and more", ("world",), final=False) == ("Hello", True)
     assert _visible("Hello  ", (), final=False) == ("Hello", False)
     assert _visible("Hello  ", (), final=True) == ("Hello", False)
+
+
+def test_batches_respect_the_sequence_and_padded_token_budgets():
+    """A batch takes the oldest request, then later ones with the same settings while at most max_batch
+    sequences and max_batch_tokens padded tokens (sequences x longest prompt+answer) fit."""
+    import asyncio
+
+    from refusalkit.serve.batching import BatchingEngine, batch_key
+    from refusalkit.serve.engine import Job
+
+    def job(name: str, prompt_tokens: int, n: int = 1, max_new: int = 8) -> Job:
+        return Job(
+            [{"role": "user", "content": name}],
+            GenerationConfig(max_new_tokens=max_new),
+            n=n,
+            prompt_tokens=prompt_tokens,
+        )
+
+    engine = BatchingEngine(None, max_batch=4, max_batch_tokens=1000)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [job("A", 92), job("B", 92), job("C", 992), job("D", 92), job("E", 92, max_new=4), job("F", 92, n=2)]
+        futures = [loop.create_future() for _ in jobs]
+        engine._queue = [(batch_key(j), j, f) for j, f in zip(jobs, futures)]
+        futures[1].cancel()  # B's caller went away: skipped
+        batches = []
+        while batch := engine._take():
+            batches.append([j.messages[0]["content"] for j, _ in batch])
+        # C alone is over the token budget but is still served, alone
+        assert batches == [["A", "D", "F"], ["C"], ["E"]]
+    finally:
+        loop.close()

@@ -102,6 +102,9 @@ def register(app: typer.Typer) -> None:
             max=256,
             help="Concurrent compatible requests generated as one batch, at most (1: one at a time).",
         ),
+        max_batch_tokens: int = typer.Option(
+            8192, min=1, help="Padded tokens (sequences x longest prompt+answer) in one generate call, at most."
+        ),
         batch_wait_ms: float = typer.Option(
             5.0, min=0.0, max=1000.0, help="How long a request waits for others to share its batch."
         ),
@@ -142,6 +145,7 @@ def register(app: typer.Typer) -> None:
                 limits=limits,
                 max_batch=max_batch,
                 batch_wait_s=batch_wait_ms / 1000,
+                max_batch_tokens=max_batch_tokens,
             )
             err_console.print(
                 f"serving {model} on http://{host}:{sock.getsockname()[1]}/v1 "

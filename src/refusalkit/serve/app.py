@@ -164,16 +164,24 @@ def create_app(
     limits: ServerLimits | None = None,
     max_batch: int = 16,
     batch_wait_s: float = 0.005,
+    max_batch_tokens: int = 8192,
 ) -> FastAPI:
     """Return a FastAPI app serving ``model``; with ``api_key`` every path but ``/health`` needs
     ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``); concurrent
-    compatible requests are generated in batches of up to ``max_batch`` sequences (1: one at a time)."""
+    compatible requests are generated in batches of up to ``max_batch`` sequences (1: one at a time) and
+    ``max_batch_tokens`` padded tokens."""
     limits = limits or ServerLimits()
     engine: SerialEngine
     if max_batch > 1:
-        engine = BatchingEngine(model, max_queue=limits.max_queue, max_batch=max_batch, max_wait_s=batch_wait_s)
+        engine = BatchingEngine(
+            model,
+            max_queue=limits.max_queue,
+            max_batch=max_batch,
+            max_wait_s=batch_wait_s,
+            max_batch_tokens=max_batch_tokens,
+        )
     else:
-        engine = SerialEngine(model, max_queue=limits.max_queue)
+        engine = SerialEngine(model, max_queue=limits.max_queue, max_batch_tokens=max_batch_tokens)
     ctx = model_context(model)
     vocab = len(model.tokenizer)
     count_prompt_tokens = PromptCounter(model.tokenizer)
@@ -224,7 +232,12 @@ def create_app(
             max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stops
         )
         job = Job(
-            msgs, cfg, n=req.n, logits_processor=processor, logprobs=(req.top_logprobs or 0) if req.logprobs else None
+            msgs,
+            cfg,
+            n=req.n,
+            logits_processor=processor,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            prompt_tokens=prompt_tokens,
         )
         ticket = engine.admit()
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())

@@ -3,8 +3,9 @@
 
 A request joins a queue; a single drain task waits ``max_wait_s`` for company, takes the model's lock,
 then takes from the queue the oldest request and every later one with the same settings, up to
-``max_batch`` sequences (a request's ``n`` counts as ``n``), and generates them as one batch in a worker
-thread. Requests that must not share a batch run alone through ``SerialEngine``: a seeded sample (its
+``max_batch`` sequences (a request's ``n`` counts as ``n``) and ``max_batch_tokens`` padded tokens (so a
+long prompt is not padded into a batch of short ones past what memory allows), and generates them as
+one batch in a worker thread. Requests that must not share a batch run alone through ``SerialEngine``: a seeded sample (its
 result must not depend on its neighbours), a per-request ``logit_bias`` processor, or ``logprobs``.
 Streaming requests also run alone, taking the same lock in turn.
 """
@@ -36,8 +37,16 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
 class BatchingEngine(SerialEngine):
     """A ``SerialEngine`` whose ``complete`` batches compatible concurrent requests."""
 
-    def __init__(self, model: HFModel, *, max_queue: int = 256, max_batch: int = 16, max_wait_s: float = 0.005):
-        super().__init__(model, max_queue=max_queue)
+    def __init__(
+        self,
+        model: HFModel,
+        *,
+        max_queue: int = 256,
+        max_batch: int = 16,
+        max_wait_s: float = 0.005,
+        max_batch_tokens: int = 8192,
+    ):
+        super().__init__(model, max_queue=max_queue, max_batch_tokens=max_batch_tokens)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.batches = 0  # batched generate calls made
@@ -48,7 +57,12 @@ class BatchingEngine(SerialEngine):
     async def complete(self, job: Job) -> list[Generation]:
         """Return ``job.n`` generations, batched with other waiting requests that share the job's settings."""
         key = batch_key(job)
-        if key is None or self.max_batch <= 1 or job.n >= self.max_batch:
+        if (
+            key is None
+            or self.max_batch <= 1
+            or job.n >= self.max_batch
+            or job.n * job.sequence_tokens > self.max_batch_tokens
+        ):
             return await super().complete(job)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((key, job, fut))
@@ -57,16 +71,23 @@ class BatchingEngine(SerialEngine):
         return await fut
 
     def _take(self) -> list[tuple[Job, asyncio.Future]]:
-        """Remove and return the oldest live request and the later ones that can share its batch."""
+        """Remove and return the oldest live request and the later ones that can share its batch: the same
+        settings, at most ``max_batch`` sequences, at most ``max_batch_tokens`` padded tokens."""
         self._queue = [q for q in self._queue if not q[2].done()]  # callers that went away
         if not self._queue:
             return []
         key = self._queue[0][0]
-        taken, rest, size = [], [], 0
+        taken: list[tuple[Job, asyncio.Future]] = []
+        rest: list[tuple[tuple[Any, ...], Job, asyncio.Future]] = []
+        size = longest = 0
         for q in self._queue:
-            if q[0] == key and size + q[1].n <= self.max_batch:
-                taken.append((q[1], q[2]))
-                size += q[1].n
+            job = q[1]
+            fits = size + job.n <= self.max_batch
+            fits = fits and max(longest, job.sequence_tokens) * (size + job.n) <= self.max_batch_tokens
+            if q[0] == key and (fits or not taken):
+                taken.append((job, q[2]))
+                size += job.n
+                longest = max(longest, job.sequence_tokens)
             else:
                 rest.append(q)
         self._queue = rest

@@ -35,7 +35,13 @@ class Job:
     n: int = 1
     logits_processor: Any = None
     logprobs: int | None = None
+    prompt_tokens: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Return the most tokens one of this job's sequences can reach (prompt plus new tokens)."""
+        return self.prompt_tokens + self.config.max_new_tokens
 
 
 class _Cancelled:
@@ -80,9 +86,12 @@ def _visible(text: str, stops: tuple[str, ...], final: bool) -> tuple[str, bool]
 class SerialEngine:
     """Generate with one ``HFModel``, one request at a time, off the event loop."""
 
-    def __init__(self, model: HFModel, *, max_queue: int = 256):
+    def __init__(self, model: HFModel, *, max_queue: int = 256, max_batch_tokens: int = 8192):
         self.model = model
         self.max_queue = max_queue
+        # padded tokens (sequences x longest prompt-plus-answer) in one generate call: bounds the memory
+        # of n choices of a long prompt, and of long and short prompts batched together
+        self.max_batch_tokens = max_batch_tokens
         self.active = 0  # admitted requests, waiting or running
         self.running = False
         self._lock: asyncio.Lock | None = None
@@ -133,10 +142,15 @@ class SerialEngine:
         return await asyncio.shield(fut)
 
     async def complete(self, job: Job) -> list[Generation]:
-        """Return ``job.n`` generations for the job's messages (one batched call)."""
+        """Return ``job.n`` generations for the job's messages (batched, within ``max_batch_tokens``)."""
+        batch_size = max(1, min(job.n, self.max_batch_tokens // max(1, job.sequence_tokens)))
         return await self._run(
             lambda: self.model.generate(
-                [job.messages] * job.n, job.config, logits_processor=job.logits_processor, logprobs=job.logprobs
+                [job.messages] * job.n,
+                job.config,
+                logits_processor=job.logits_processor,
+                logprobs=job.logprobs,
+                batch_size=batch_size,
             )
         )
 
