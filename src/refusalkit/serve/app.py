@@ -4,10 +4,10 @@ Requests pass, in order: the bearer key (checked from the headers, before the bo
 (from ``Content-Length``, then while reading), JSON and field checks (NaN/inf, ranges, lone surrogates,
 unsupported parameters), the message count, ``n`` and ``max_tokens`` bounds, and the prompt's token count
 against the model's context. Each failure is a 401/413/400 with an OpenAI-style error object; none reaches
-the model. Generation runs one request at a time in a worker thread (``serve.engine``), so the server
-keeps answering while it runs. ``stream: true`` sends Server-Sent Events in OpenAI's chunk format as
-tokens are generated; ``n`` choices are generated in one batch. Bind to 127.0.0.1 unless you mean to
-share it.
+the model. Generation runs in a worker thread, one ``generate`` call at a time (``serve.engine``), so
+the server keeps answering while it runs; concurrent compatible requests share a call
+(``serve.batching``). ``stream: true`` sends Server-Sent Events in OpenAI's chunk format as tokens are
+generated; ``n`` choices are generated together. Bind to 127.0.0.1 unless you mean to share it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ thread, so ``/health`` and the 401/413/400 answers stay instant while a generati
 queue on an ``asyncio.Lock`` in the event loop, not on threads. Admission is bounded (``max_queue``):
 past it a request gets 503 with ``Retry-After`` instead of waiting without end.
 
-The interface (``admit``, ``complete``, ``stream``) is what a batching engine would implement too.
+``serve.batching.BatchingEngine`` keeps this interface (``admit``, ``complete``, ``stream``) and batches
+concurrent compatible ``complete`` calls.
 """
 
 from __future__ import annotations
