@@ -47,6 +47,8 @@ def show_cmd(run: str = typer.Argument(..., help="Run directory or name.")) -> N
 def export_cmd(run: str = typer.Argument(..., help="Run directory or name."),
                output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write.")) -> None:
     """Write a run's responses (in input order) to a JSONL file, atomically."""
+    from refusalkit.cli import validate
+    validate.output_file("--output", output)
     with RunStore.open_readonly(resolve_run(run)) as st:
         n = write_jsonl_atomic(output, st.iter_response_dicts())
     console.print(f"wrote {n} responses to {output}")
