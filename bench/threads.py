@@ -82,7 +82,7 @@ def main() -> None:
             print(f"round {r + 1}: threads={threads} OMP_WAIT_POLICY={policy or '(unset)'} "
                   f"load {row['load_s']:.1f}s batch1 {row['batch1_tok_s']:.2f} tok/s "
                   f"batch8 {row['batch8_tok_s']:.2f} tok/s", flush=True)
-    print(f"\n| threads | OMP_WAIT_POLICY | batch 1 tok/s median (range) | batch 8 tok/s median (range) |")
+    print("\n| threads | OMP_WAIT_POLICY | batch 1 tok/s median (range) | batch 8 tok/s median (range) |")
     print("|---|---|---|---|")
     for (threads, policy), rows in results.items():
         cells = []

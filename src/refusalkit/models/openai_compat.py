@@ -64,14 +64,23 @@ class OpenAICompatModel:
     overrides it through ``GenerationConfig.extra``.
     """
 
-    def __init__(self, model: str, base_url: str | None = None, *, api_key: str | None = None,
-                 concurrency: int = 8, timeout: float = 60.0, max_retries: int = 5,
-                 backoff: float = 0.5, logprobs: int | None = None,
-                 logit_bias: dict[int, float] | None = None, name: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        logprobs: int | None = None,
+        logit_bias: dict[int, float] | None = None,
+        name: str | None = None,
+    ):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise RefusalkitError("no base URL: use --model openai:MODEL@http://host:port/v1 "
-                                  "or set OPENAI_BASE_URL")
+            raise RefusalkitError("no base URL: use --model openai:MODEL@http://host:port/v1 or set OPENAI_BASE_URL")
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or api_key_from_env()
@@ -85,8 +94,9 @@ class OpenAICompatModel:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        self._client = httpx.Client(timeout=timeout, headers=headers,
-                                    limits=httpx.Limits(max_connections=self.concurrency))
+        self._client = httpx.Client(
+            timeout=timeout, headers=headers, limits=httpx.Limits(max_connections=self.concurrency)
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -94,8 +104,12 @@ class OpenAICompatModel:
 
     def payload(self, prompt: PromptLike, cfg: GenerationConfig) -> dict[str, Any]:
         """Return the JSON body for one chat completion request."""
-        body: dict[str, Any] = {"model": self.model, "messages": to_messages(prompt, cfg.system_prompt),
-                                "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_messages(prompt, cfg.system_prompt),
+            "max_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+        }
         if cfg.top_p != 1.0:
             body["top_p"] = cfg.top_p
         if cfg.seed is not None:
@@ -129,13 +143,14 @@ class OpenAICompatModel:
                 except ValueError:
                     err_body = r.text
                 if status not in RETRY_STATUS:
-                    raise EndpointError(f"{redact(url)} answered {status}: {redact(str(err_body)[:300])}",
-                                        status, err_body)
+                    raise EndpointError(
+                        f"{redact(url)} answered {status}: {redact(str(err_body)[:300])}", status, err_body
+                    )
                 last = f"HTTP {status}"
                 retry_after = r.headers.get("retry-after")
             if attempt == self.max_retries:
                 break
-            delay = self.backoff * (2 ** attempt) * (1 + random.random() * 0.25)
+            delay = self.backoff * (2**attempt) * (1 + random.random() * 0.25)
             if retry_after:
                 try:
                     delay = max(delay, float(retry_after))
@@ -155,8 +170,12 @@ class OpenAICompatModel:
             meta["logprobs"] = choice["logprobs"]
         if msg.get("refusal"):
             meta["refusal"] = msg["refusal"]
-        return Generation(text=text.strip(), n_tokens=int(usage.get("completion_tokens") or 0),
-                          finish_reason=choice.get("finish_reason") or "stop", meta=meta)
+        return Generation(
+            text=text.strip(),
+            n_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason") or "stop",
+            meta=meta,
+        )
 
     def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None) -> list[Generation]:
         """Return one Generation per prompt, in order, sending up to ``concurrency`` requests at once."""

@@ -28,6 +28,7 @@ from refusalkit.errors import ModelSpecError
 if TYPE_CHECKING:
     from refusalkit.models.base import LanguageModel
     from refusalkit.models.bundled import BundledModel
+    from refusalkit.models.hf import HFModel
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 KINDS = ("default", "subject", "local", "hub", "openai", "t2i")
@@ -36,20 +37,27 @@ ENDPOINT_KINDS = ("openai", "t2i")
 LOCAL_ONLY = ("batch_size", "device", "dtype")
 
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:?#]*)(?::[^/@\s?#]*)?@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig)=)"
-                           r"[^&#\s]*", re.I)
-USAGE = ("use 'default', 'subject', a local folder, an org/name hub id, openai:MODEL@http://host:port/v1 "
-         "or t2i:MODEL@http://host:port/v1")
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig)=)"
+    r"[^&#\s]*",
+    re.I,
+)
+USAGE = (
+    "use 'default', 'subject', a local folder, an org/name hub id, openai:MODEL@http://host:port/v1 "
+    "or t2i:MODEL@http://host:port/v1"
+)
 
 
 def redact(text: str) -> str:
     """Return ``text`` with credentials in URLs masked: ``http://u:SECRET@h`` -> ``http://u:***@h``,
     ``http://TOKEN@h`` -> ``http://***@h``, and ``?api_key=...``/``token=...`` query values -> ``***``."""
+
     def userinfo(m: re.Match[str]) -> str:
         whole = m.group(0)
         user = m.group("user")
-        masked = f"{user}:***" if ":" in whole[len(m.group("scheme")):] and user else "***"
+        masked = f"{user}:***" if ":" in whole[len(m.group("scheme")) :] and user else "***"
         return f"{m.group('scheme')}{masked}@"
+
     return _SECRET_QUERY.sub(lambda m: m.group("key") + "***", _USERINFO.sub(userinfo, text))
 
 
@@ -70,7 +78,7 @@ class ModelSpec:
     base_url: str | None = field(default=None, repr=False)
 
     @classmethod
-    def parse(cls, spec: "str | ModelSpec") -> "ModelSpec":
+    def parse(cls, spec: str | ModelSpec) -> ModelSpec:
         """Return the ModelSpec of a ``--model`` string (a ModelSpec is returned as is).
 
         Raises ModelSpecError, with credentials redacted, for a spec that fits none of the forms.
@@ -85,13 +93,15 @@ class ModelSpec:
             return cls(s, s)
         for kind in ENDPOINT_KINDS:
             if s.startswith(kind + ":"):
-                model, _, url = s[len(kind) + 1:].partition("@")
+                model, _, url = s[len(kind) + 1 :].partition("@")
                 example = f"{kind}:MODEL@http://host:port/v1"
                 if not model:
                     raise ModelSpecError(f"bad endpoint spec {shown!r}: expected {example}")
                 if (url or kind == "t2i") and not url.startswith(("http://", "https://")):
-                    raise ModelSpecError(f"bad endpoint spec {shown!r}: expected {example} "
-                                         "(the base URL must start with http:// or https://)")
+                    raise ModelSpecError(
+                        f"bad endpoint spec {shown!r}: expected {example} "
+                        "(the base URL must start with http:// or https://)"
+                    )
                 return cls(kind, s, model=model, base_url=url or None)
         p = Path(s).expanduser()
         if p.exists():
@@ -119,11 +129,12 @@ class ModelSpec:
         return self.kind in ENDPOINT_KINDS
 
     @property
-    def bundled(self) -> "BundledModel | None":
+    def bundled(self) -> BundledModel | None:
         """Return the bundled model this spec names (``default``/``subject``), else None."""
         if self.kind not in ("default", "subject"):
             return None
         from refusalkit.models.bundled import BUNDLED
+
         return BUNDLED[self.kind]
 
     @property
@@ -148,18 +159,19 @@ class ModelSpec:
         bm = self.bundled
         if bm is not None:
             from refusalkit.models.bundled import model_dir
+
             return str(model_dir(bm))
         return self.path or self.hub_id or self.text
 
 
-def parse_model_spec(spec: "str | ModelSpec") -> tuple[str, dict[str, Any]]:
+def parse_model_spec(spec: str | ModelSpec) -> tuple[str, dict[str, Any]]:
     """Return ``(kind, params)`` of ``spec``: the older view of :meth:`ModelSpec.parse`, kept for callers
     not yet moved to ModelSpec. Raises ModelSpecError for a bad spec."""
     ms = ModelSpec.parse(spec)
     return ms.kind, ms.params
 
 
-def load_model(spec: "str | ModelSpec", **kw: Any) -> "LanguageModel":
+def load_model(spec: str | ModelSpec, **kw: Any) -> LanguageModel:
     """Return a LanguageModel for ``spec`` (a ``--model`` string or a ModelSpec; see the module docstring).
 
     ``kw`` goes to the backend. Options only a local model has (``batch_size``, ``device``, ``dtype``) are
@@ -172,10 +184,25 @@ def load_model(spec: "str | ModelSpec", **kw: Any) -> "LanguageModel":
             kw.pop(k, None)
         if ms.kind == "t2i":
             from refusalkit.models.t2i import OpenAIImageModel
+
             return OpenAIImageModel(ms.model or "", ms.base_url or "", images_dir=images_dir, **kw)
         from refusalkit.models.openai_compat import OpenAICompatModel
+
         return OpenAICompatModel(ms.model or "", ms.base_url, **kw)
+    return load_local_model(ms, **kw)
+
+
+def load_local_model(spec: str | ModelSpec, **kw: Any) -> HFModel:
+    """Return the HFModel (weights, tokenizer, logits and hidden states) for a local ``spec``.
+
+    ``kw`` goes to :class:`~refusalkit.models.hf.HFModel`. Raises ModelSpecError for an endpoint, which has no
+    weights to read.
+    """
     from refusalkit.models.hf import HFModel
+
+    ms = ModelSpec.parse(spec)
+    if ms.is_endpoint:
+        raise ModelSpecError(f"{ms.display} is an endpoint; this needs a local model (its weights)")
     if kw.get("batch_size") is None:
         kw.pop("batch_size", None)
     bm = ms.bundled

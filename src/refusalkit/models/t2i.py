@@ -21,17 +21,25 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from refusalkit.errors import ModelSpecError, RefusalkitError
 from refusalkit.models.base import Generation, GenerationConfig, PromptLike
 from refusalkit.models.openai_compat import EndpointError, OpenAICompatModel
 from refusalkit.models.spec import ModelSpec, redact
 
-POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation",
-                "responsible_ai_policy_violation"}
-POLICY_TEXT = re.compile(r"content[ _-]?policy|safety system|content[ _-]?filter|moderation|nsfw|"
-                         r"safety (?:checker|filter)|not allowed by our|violat", re.I)
+POLICY_CODES = {
+    "content_policy_violation",
+    "moderation_blocked",
+    "content_filter",
+    "safety_violation",
+    "responsible_ai_policy_violation",
+}
+POLICY_TEXT = re.compile(
+    r"content[ _-]?policy|safety system|content[ _-]?filter|moderation|nsfw|"
+    r"safety (?:checker|filter)|not allowed by our|violat",
+    re.I,
+)
 CONTENT_POLICY, BLACK_IMAGE, SAFETY_FLAG = "content_policy", "black_image", "safety_flag"
 
 
@@ -64,7 +72,8 @@ def is_black(png: bytes, threshold: int = 8) -> tuple[bool, tuple[int, int]]:
         with Image.open(io.BytesIO(png)) as im:
             im.load()
             lum = im.convert("L")
-            return max(lum.getextrema()[1], 0) <= threshold, im.size
+            _, brightest = cast("tuple[float, float]", lum.getextrema())  # one band: (min, max)
+            return max(brightest, 0) <= threshold, im.size
     except Exception as e:  # noqa: BLE001 — any undecodable payload is a backend error, reported as one
         raise RefusalkitError(f"the image endpoint returned data that is not an image ({type(e).__name__})") from None
 
@@ -93,12 +102,24 @@ class OpenAIImageModel:
     :class:`~refusalkit.models.openai_compat.OpenAICompatModel`, whose HTTP client this reuses.
     """
 
-    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, size: str = "512x512",
-                 concurrency: int = 4, timeout: float = 120.0, max_retries: int = 3,
-                 black_threshold: int = 8, images_dir: str | Path | None = None, name: str | None = None,
-                 extra: dict[str, Any] | None = None):
-        self.http = OpenAICompatModel(model, base_url, api_key=api_key, concurrency=concurrency,
-                                      timeout=timeout, max_retries=max_retries)
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        size: str = "512x512",
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        black_threshold: int = 8,
+        images_dir: str | Path | None = None,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.http = OpenAICompatModel(
+            model, base_url, api_key=api_key, concurrency=concurrency, timeout=timeout, max_retries=max_retries
+        )
         self.model = model
         self.size = size
         self.black_threshold = black_threshold
@@ -121,22 +142,35 @@ class OpenAIImageModel:
     def _one(self, prompt: PromptLike, cfg: GenerationConfig) -> Generation:
         if not isinstance(prompt, str):
             prompt = "\n".join(m.get("content", "") for m in prompt if m.get("role") == "user")
-        body = {"model": self.model, "prompt": prompt, "n": 1, "size": self.size,
-                "response_format": "b64_json", **self.extra, **cfg.extra}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "n": 1,
+            "size": self.size,
+            "response_format": "b64_json",
+            **self.extra,
+            **cfg.extra,
+        }
         try:
             data = self.http.post("/images/generations", body)
         except EndpointError as e:
             reason = policy_error(e.body) if e.status is not None and 400 <= e.status < 500 else None
             if reason is None:
                 raise
-            return Generation(text=f"[refused: content policy] {reason}", finish_reason="content_filter",
-                              meta={"t2i_refusal": CONTENT_POLICY, "t2i_reason": reason, "status": e.status})
+            return Generation(
+                text=f"[refused: content policy] {reason}",
+                finish_reason="content_filter",
+                meta={"t2i_refusal": CONTENT_POLICY, "t2i_reason": reason, "status": e.status},
+            )
         items = data.get("data") or []
         if not items:
             reason = policy_error(data) if data.get("error") else None
             if reason:
-                return Generation(text=f"[refused: content policy] {reason}", finish_reason="content_filter",
-                                  meta={"t2i_refusal": CONTENT_POLICY, "t2i_reason": reason})
+                return Generation(
+                    text=f"[refused: content policy] {reason}",
+                    finish_reason="content_filter",
+                    meta={"t2i_refusal": CONTENT_POLICY, "t2i_reason": reason},
+                )
             raise RefusalkitError(f"the image endpoint returned no image: {str(data)[:200]}")
         item = items[0]
         png = self._image_bytes(item)
@@ -156,8 +190,11 @@ class OpenAIImageModel:
             if not path.exists():
                 path.write_bytes(png)
             meta["image_path"] = str(path)
-        text = (f"[refused: {meta['t2i_refusal'].replace('_', ' ')}] {meta['t2i_reason']}" if meta["t2i_refusal"]
-                else f"[image {w}x{h} sha256:{sha[:12]}]")
+        text = (
+            f"[refused: {meta['t2i_refusal'].replace('_', ' ')}] {meta['t2i_reason']}"
+            if meta["t2i_refusal"]
+            else f"[image {w}x{h} sha256:{sha[:12]}]"
+        )
         return Generation(text=text, finish_reason="content_filter" if meta["t2i_refusal"] else "stop", meta=meta)
 
     def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None) -> list[Generation]:

@@ -91,7 +91,7 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
     ``adapter=None`` gives the base model with the control tokens added at their initial embeddings
     (untrained; useful to compare). Raises RefusalkitError for an endpoint model or a bad adapter.
     """
-    from refusalkit.models.spec import ModelSpec, load_model
+    from refusalkit.models.spec import ModelSpec, load_local_model
     from refusalkit.tokens.scheme import add_control_tokens
 
     if ModelSpec.parse(model).is_endpoint:
@@ -109,7 +109,7 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
             scheme = TokenScheme.from_dict(info["scheme"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(adir / TOKENS_FILE, f"damaged refusal-token file: bad 'scheme' ({e})") from None
-    hf = load_model(model, batch_size=batch_size, device=device)
+    hf = load_local_model(model, batch_size=batch_size, device=device)
     ids = add_control_tokens(hf.tokenizer, hf.model, scheme)
     if adapter is not None:
         expected = info.get("token_ids") or {}
