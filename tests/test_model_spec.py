@@ -182,3 +182,18 @@ def test_openmp_wait_policy_default(given, expected):
     out = subprocess.run([sys.executable, "-c", "import os, refusalkit; print(os.environ['OMP_WAIT_POLICY'])"],
                          capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_eval_outputs_never_carry_url_credentials(chat_port, data_dir, tmp_path):
+    """`eval` against an endpoint with credentials in its URL: metrics.json, responses.jsonl, report.html and
+    the run store name the model only in the masked form."""
+    out = tmp_path / "run"
+    spec = f"openai:m@http://user:{SECRET}@127.0.0.1:{chat_port}/v1"
+    r = run_cli("eval", "--model", spec, "--bench", "xstest", "--limit", "4", "--data-dir", str(data_dir),
+                "--detector", "keyword", "--n-boot", "50", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "metrics.json").read_text())["run"]["model"] == (
+        f"openai:m@http://user:***@127.0.0.1:{chat_port}/v1")
+    for name in ("metrics.json", "responses.jsonl", "report.html", "run.sqlite"):
+        assert SECRET.encode() not in (out / name).read_bytes(), name
+    assert SECRET not in r.stdout + r.stderr
