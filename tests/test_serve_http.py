@@ -472,6 +472,32 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(server
     assert batches < len(jobs)  # some requests shared a batch
 
 
+def test_prometheus_metrics(server):
+    """GET /metrics (behind the key): requests by path and status (401s included), latency and batch-size
+    histograms, gauges; unknown paths are one label, so scanners cannot grow the label set."""
+    assert httpx.get(server["url"] + "/metrics").status_code == 401
+    assert chat(server, {"messages": HI, "max_tokens": 1}).status_code == 200
+    assert httpx.get(server["url"] + "/no/such/path/x1", headers=AUTH).status_code == 404
+    r = httpx.get(server["url"] + "/metrics", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    ok = values['refusalkit_requests_total{path="/v1/chat/completions",status="200"}']
+    assert ok >= 1
+    assert values['refusalkit_requests_total{path="/metrics",status="401"}'] >= 1
+    assert values['refusalkit_requests_total{path="other",status="404"}'] >= 1
+    assert not any("x1" in k for k in values)
+    assert values['refusalkit_request_seconds_count{path="/v1/chat/completions"}'] >= ok
+    assert (
+        values['refusalkit_request_seconds_bucket{path="/v1/chat/completions",le="+Inf"}']
+        == values['refusalkit_request_seconds_count{path="/v1/chat/completions"}']
+    )
+    assert values["refusalkit_batch_size_count"] >= 1 and values["refusalkit_active_requests"] == 0
+
+
 def test_binds_loopback_by_default(server):
     """The server was started without --host: its listening socket is 127.0.0.1 only."""
     port_hex = f"{server['port']:04X}"

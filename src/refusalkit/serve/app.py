@@ -36,6 +36,7 @@ from refusalkit.serve.engine import Job, SerialEngine
 from refusalkit.serve.errors import APIError, error_body, error_bytes
 from refusalkit.serve.guard import GuardMiddleware
 from refusalkit.serve.limits import ServerLimits
+from refusalkit.serve.metrics import Metrics, MetricsMiddleware
 from refusalkit.serve.schema import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,10 @@ def create_app(
     vocab = len(model.tokenizer)
     count_prompt_tokens = PromptCounter(model.tokenizer)
     app = FastAPI(title="refusalkit server", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = Metrics()
+    engine.on_batch = metrics.observe_batch
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so 401/413 are counted
     app.state.engine = engine
 
     @app.exception_handler(APIError)
@@ -214,6 +218,14 @@ def create_app(
         if isinstance(engine, BatchingEngine):
             out.update(batches=engine.batches, batched_sequences=engine.batched_sequences)
         return out
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        gauges = {
+            "refusalkit_active_requests": ("Admitted requests, waiting or running.", engine.active),
+            "refusalkit_generating": ("1 while a generate call runs.", int(engine.running)),
+        }
+        return Response(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

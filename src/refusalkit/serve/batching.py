@@ -105,6 +105,7 @@ class BatchingEngine(SerialEngine):
             cfg = batch[0][0].config
             self.batches += 1
             self.batched_sequences += len(prompts)
+            self.on_batch(len(prompts))
             try:
                 gens = await self._run_locked(
                     lambda: self.model.generate(prompts, cfg, batch_size=len(prompts))  # noqa: B023

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,7 @@ class SerialEngine:
         # padded tokens (sequences x longest prompt-plus-answer) in one generate call: bounds the memory
         # of n choices of a long prompt, and of long and short prompts batched together
         self.max_batch_tokens = max_batch_tokens
+        self.on_batch: Callable[[int], None] = lambda sequences: None  # metrics hook: one generate call
         self.active = 0  # admitted requests, waiting or running
         self.running = False
         self._lock: asyncio.Lock | None = None
@@ -145,6 +146,7 @@ class SerialEngine:
     async def complete(self, job: Job) -> list[Generation]:
         """Return ``job.n`` generations for the job's messages (batched, within ``max_batch_tokens``)."""
         batch_size = max(1, min(job.n, self.max_batch_tokens // max(1, job.sequence_tokens)))
+        self.on_batch(job.n)
         return await self._run(
             lambda: self.model.generate(
                 [job.messages] * job.n,
@@ -179,6 +181,7 @@ class SerialEngine:
                 streamer.end()  # wake the reader; the error comes out of the future below
                 raise
 
+        self.on_batch(1)
         task = asyncio.ensure_future(self._run(work))
         stops = job.config.stop
         full, sent = "", ""
