@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             5.0, min=0.0, max=1000.0, help="How long a request waits for others to share its batch."
         ),
     ) -> None:
-        """Serve a local model at /v1/chat/completions (OpenAI-compatible) and /health."""
+        """Serve a local model at /v1/chat/completions (OpenAI-compatible), with /health and /metrics."""
         from refusalkit.models.spec import ModelSpec
         from refusalkit.serve.limits import ServerLimits
 
