@@ -282,3 +282,14 @@ def test_fingerprint_is_dtype_independent_and_value_sensitive():
         m_b.model.norm.weight[0] += 1.0
     assert weights_fingerprint(m_b) != fp
     assert weights_fingerprint(copy.deepcopy(m)) == fp
+
+
+def test_export_never_replaces_a_folder_with_other_files(tmp_path):
+    from refusalkit.latent.use import check_export_dest
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RefusalkitError, match="other files"):
+        check_export_dest(tmp_path)
+    assert check_export_dest(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text("{}")
+    assert check_export_dest(tmp_path / "old") == tmp_path / "old"

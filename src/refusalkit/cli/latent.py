@@ -263,9 +263,10 @@ def export_cmd(
     """Write the model with the refusal direction orthogonalised out of its weights (an abliterated model that
     plain transformers and vLLM load), with its tokenizer."""
     from refusalkit.cli import validate
-    from refusalkit.latent.use import export_orthogonalized, load_for
+    from refusalkit.latent.use import check_export_dest, export_orthogonalized, load_for
 
     validate.output_dir("--output", output)
+    check_export_dest(output)
     art, hf = load_for(direction, model, dtype="model")  # the checkpoint's own dtype: the export keeps it
     export_orthogonalized(hf, art, output)
     console.print(f"orthogonalised model written to {output}", markup=False, highlight=False)

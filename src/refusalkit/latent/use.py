@@ -120,6 +120,17 @@ def p_harmful(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) ->
     return guard_of(art).p_harmful(guard_layer_scores(hf, art, prompts, **kw))
 
 
+def check_export_dest(out_dir: str | Path) -> Path:
+    """Return ``out_dir`` as a Path if an export may be written there: a new or empty folder, or an earlier
+    export (it is replaced). Raises RefusalkitError for a folder holding anything else, which is never deleted."""
+    dest = Path(out_dir)
+    if dest.exists() and not dest.is_dir():
+        raise RefusalkitError(f"--output {dest} exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "config.json").is_file():
+        raise RefusalkitError(f"--output {dest} is a folder with other files; give a new folder or an earlier export")
+    return dest
+
+
 def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path, *,
                           save_dtype: torch.dtype | None = None) -> Path:
     """Write the model with the refusal direction orthogonalised out of its weights (plus its tokenizer) to
@@ -131,10 +142,10 @@ def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path, 
 
     from refusalkit.latent.intervene import orthogonalize
 
+    dest = check_export_dest(out_dir)
     orthogonalize(hf.model, art.tensor("refusal_direction"))
     if save_dtype is not None:
         hf.model.to(save_dtype)
-    dest = Path(out_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
