@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # OpenMP reads its wait policy once, when torch loads it. Left unset, idle OpenMP threads spin; on a busy
-# 2-core machine that made batch-1 generation of the subject model 3-4x slower with 2 threads, while with
-# PASSIVE 2 threads were as fast as 1 (bench/threads.py, docs/models.md). A value the user set wins, and it
-# only takes effect when refusalkit is imported before torch (the CLI always is).
+# 2-core machine that made batch-1 generation of the subject model ~3x slower with 2 threads, and PASSIVE
+# with torch's default 2 threads was the fastest setting measured (bench/threads.py, docs/models.md). A value
+# the user set wins, and it only takes effect when refusalkit is imported before torch (the CLI always is).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> module that defines it. Kept as strings: importing them eagerly would pull in torch.
