@@ -117,8 +117,12 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
              rs_test: bool = typer.Option(False, "--rs-test", help="Use the Reuter & Schulze test split (paper protocol) from --data-dir."),
              data_dir: Optional[Path] = typer.Option(None, help="Folder with chatgpt_refusals.jsonl (default: "
                                                             "$REFUSALKIT_DATA or ../shared/data)."),
-             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports as JSON.")) -> None:
-    """Accuracy, macro-F1, confusion matrix, per-class precision/recall and per-source accuracy."""
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports as JSON."),
+             by: Optional[str] = typer.Option(None, "--by", help="Also report each group of rows sharing this field "
+                                              "(e.g. family, source_model): n, binary accuracy, false "
+                                              "positives/negatives, and XSTest 3-class / 4-class accuracy where the "
+                                              "gold labels make those distinctions.")) -> None:
+    """Accuracy, macro-F1, confusion matrix, per-class precision/recall, per-source and (--by) per-group accuracy."""
     from refusalkit.detect import get_detector
     from refusalkit.detect.datasets import RS_FILE, read_labelled, rs_split
     from refusalkit.detect.metrics import format_report
@@ -126,20 +130,29 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
 
     if json_out is not None:
         validate.output_file("--json", json_out, inputs=[data])
+    if by is not None and not by.strip():
+        raise RefusalkitError("--by: give a field name, e.g. --by source_model")
+    counts: dict[str, int] = {}
     if rs_test:
         from refusalkit.data.registry import data_root
         rs_file = (data_dir or data_root()) / RS_FILE
         rows = rs_split(rs_file)[2]
         where = f"{rs_file} test split (70/15/15, random_state 0)"
+        if by is not None:
+            # The protocol split keeps only the fields it scores; the ChatGPT set has one model anyway.
+            raise RefusalkitError("--by works with --data, not with --rs-test")
     elif data is not None:
-        rows, where = read_labelled(data, convention, label_field), str(data)
+        rows, where = read_labelled(data, convention, label_field, group_field=by, counts=counts), str(data)
     else:
         raise RefusalkitError("give --data FILE or --rs-test")
     if not rows:
         raise RefusalkitError(f"{where}: no labelled rows left after dropping excluded labels")
+    if counts.get("excluded"):
+        console.print(f"skipped {counts['excluded']} rows labelled excluded", highlight=False, markup=False)
     reports = {}
     for name in detector:
-        rep = evaluate_rows(get_detector(name), rows)
+        rep = evaluate_rows(get_detector(name), rows, by=by)
+        rep["n_excluded"] = counts.get("excluded", 0)
         reports[name] = rep
         console.print(format_report(rep, f"== {name} on {where}"), highlight=False, markup=False)
     if json_out:

@@ -23,12 +23,54 @@ def _prf(gold: list[str], pred: list[str], classes: list[str]) -> dict[str, dict
     return out
 
 
-def score(gold: list[str], pred: list[str], sources: list[str] | None = None) -> dict[str, Any]:
+def group_scores(gold: list[str], pred: list[str], groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Return, per group (sorted by name), ``n``, ``n_pos``/``n_neg`` (gold refusals/compliances),
+    ``binary_accuracy``, ``fp`` (compliance judged a refusal), ``fn`` (refusal judged compliance) and the
+    finer accuracies the gold labels allow: ``xstest_accuracy`` (XSTest's three classes, redirection =
+    full refusal) when the gold labels include partial refusals, ``taxonomy_accuracy`` (the four classes)
+    when they include redirections; otherwise those two are ``None``."""
+    from refusalkit.data.conventions import to_convention
+
+    present = set(gold)
+    three = "partial_refusal" in present
+    four = "redirection" in present
+    by: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for k, g, p in zip(groups, gold, pred):
+        by[k].append((g, p))
+    out = {}
+    for k, pairs in sorted(by.items()):
+        gb = [g != LABELS[0] for g, _ in pairs]
+        pb = [p != LABELS[0] for _, p in pairs]
+        out[k] = {
+            "n": len(pairs),
+            "n_pos": sum(gb),
+            "n_neg": len(gb) - sum(gb),
+            "binary_accuracy": float(np.mean([a == b for a, b in zip(gb, pb)])),
+            "fp": sum(p and not g for g, p in zip(gb, pb)),
+            "fn": sum(g and not p for g, p in zip(gb, pb)),
+            "xstest_accuracy": float(
+                np.mean([to_convention(g, "xstest") == to_convention(p, "xstest") for g, p in pairs])
+            )
+            if three
+            else None,
+            "taxonomy_accuracy": float(np.mean([g == p for g, p in pairs])) if four else None,
+        }
+    return out
+
+
+def score(
+    gold: list[str],
+    pred: list[str],
+    sources: list[str] | None = None,
+    groups: list[str] | None = None,
+    group_field: str | None = None,
+) -> dict[str, Any]:
     """Return a report comparing taxonomy labels ``pred`` with ``gold``.
 
     Keys: ``n``; ``binary`` (accuracy, macro-F1, sensitivity, specificity, n_pos, n_neg with refusal =
     anything but full compliance); ``taxonomy`` (accuracy, macro-F1 over classes present in gold,
-    per-class precision/recall, confusion matrix rows=gold cols=pred); ``by_source`` (binary accuracy and n).
+    per-class precision/recall, confusion matrix rows=gold cols=pred); ``by_source`` (binary accuracy and n);
+    with ``groups``, ``by_group`` = ``{"field": group_field, "groups": group_scores(...)}``.
     """
     gb = [g != LABELS[0] for g in gold]
     pb = [p != LABELS[0] for p in pred]
@@ -62,6 +104,8 @@ def score(gold: list[str], pred: list[str], sources: list[str] | None = None) ->
         for s, g, p in zip(sources, gb, pb):
             by[s].append(g == p)
         rep["by_source"] = {s: {"n": len(v), "binary_accuracy": float(np.mean(v))} for s, v in sorted(by.items())}
+    if groups is not None:
+        rep["by_group"] = {"field": group_field, "groups": group_scores(gold, pred, groups)}
     return rep
 
 
@@ -87,4 +131,22 @@ def format_report(rep: dict[str, Any], title: str = "") -> str:
         lines.append("by source (binary accuracy):")
         for s, m in rep["by_source"].items():
             lines.append(f"  {s:<28} {m['binary_accuracy']:.4f}  (n={m['n']})")
+    if "by_group" in rep:
+        lines.extend(format_groups(rep["by_group"]))
     return "\n".join(lines)
+
+
+def format_groups(by_group: dict[str, Any]) -> list[str]:
+    """Return the text lines of a ``by_group`` report: one row per group, worst binary accuracy first."""
+    groups = by_group["groups"]
+    some = next(iter(groups.values()), {})
+    cols = [("xstest_accuracy", "xstest-3"), ("taxonomy_accuracy", "4-class")]
+    cols = [(k, h) for k, h in cols if some.get(k) is not None]
+    head = f"  {'group':<28} {'n':>5} {'binary':>7} {'FP':>4} {'FN':>4}" + "".join(f" {h:>8}" for _, h in cols)
+    lines = [f"by {by_group['field']} (worst binary accuracy first; FP = compliance judged refusal):", head]
+    for g, m in sorted(groups.items(), key=lambda kv: (kv[1]["binary_accuracy"], kv[0])):
+        lines.append(
+            f"  {g[:28]:<28} {m['n']:>5} {m['binary_accuracy']:>7.4f} {m['fp']:>4} {m['fn']:>4}"
+            + "".join(f" {m[k]:>8.4f}" for k, _ in cols)
+        )
+    return lines

@@ -15,7 +15,9 @@ def fit_rows(det: Detector, rows: list[dict]) -> Detector:
     return det.fit([r["response"] for r in rows], [r["label"] for r in rows], [r.get("prompt") or "" for r in rows])
 
 
-def evaluate_rows(det: Detector, rows: list[dict]) -> dict[str, Any]:
-    """Return :func:`refusalkit.detect.metrics.score` of ``det`` on labelled rows (with per-source figures)."""
+def evaluate_rows(det: Detector, rows: list[dict], by: str | None = None) -> dict[str, Any]:
+    """Return :func:`refusalkit.detect.metrics.score` of ``det`` on labelled rows (with per-source figures,
+    and per-group figures over each row's ``group`` when ``by`` names the field the groups came from)."""
     pred = det.predict([r["response"] for r in rows], [r.get("prompt") or "" for r in rows])
-    return score([r["label"] for r in rows], pred, [r.get("source", "?") for r in rows])
+    groups = [str(r.get("group")) for r in rows] if by else None
+    return score([r["label"] for r in rows], pred, [r.get("source", "?") for r in rows], groups, by)
