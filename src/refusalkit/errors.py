@@ -13,8 +13,7 @@ class InputError(RefusalkitError):
     ``str(err)`` gives ``FILE:LINE: field 'F': message`` with the parts that are known.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         self.message = message
         self.file = file
         self.line = line

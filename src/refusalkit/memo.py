@@ -3,7 +3,8 @@ hidden states), e.g. by every fold of a cross-validation."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 
 class BoundedMemo:

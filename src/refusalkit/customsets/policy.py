@@ -49,10 +49,21 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-ready dict (recorded with every custom set)."""
-        return {"name": self.name, "description": self.description,
-                "categories": [{"name": c.name, "description": c.description, "allowed": list(c.allowed),
-                                "disallowed": list(c.disallowed), "benign_examples": list(c.benign_examples),
-                                "harmful_examples": list(c.harmful_examples)} for c in self.categories]}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "categories": [
+                {
+                    "name": c.name,
+                    "description": c.description,
+                    "allowed": list(c.allowed),
+                    "disallowed": list(c.disallowed),
+                    "benign_examples": list(c.benign_examples),
+                    "harmful_examples": list(c.harmful_examples),
+                }
+                for c in self.categories
+            ],
+        }
 
 
 def _parse(path: Path) -> Any:
@@ -61,14 +72,17 @@ def _parse(path: Path) -> Any:
     try:
         if suffix in (".yaml", ".yml"):
             import yaml
+
             try:
                 return yaml.safe_load(text.decode("utf-8"))
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
-                raise InputError(f"malformed YAML: {getattr(e, 'problem', e)}", file=str(path),
-                                 line=mark.line + 1 if mark else None) from None
+                raise InputError(
+                    f"malformed YAML: {getattr(e, 'problem', e)}", file=str(path), line=mark.line + 1 if mark else None
+                ) from None
         if suffix == ".toml":
             import tomllib
+
             try:
                 return tomllib.loads(text.decode("utf-8"))
             except tomllib.TOMLDecodeError as e:
@@ -126,14 +140,20 @@ def load_policy(path: str | os.PathLike) -> Policy:
         desc = c.get("description", "")
         if not isinstance(desc, str):
             raise InputError("expected a string", file=f, field=f"{where}.description")
-        out.append(Category(name=name.strip(), description=desc.strip(),
-                            allowed=_strings(c.get("allowed"), file=f, fld=f"{where}.allowed", required=True),
-                            disallowed=_strings(c.get("disallowed"), file=f, fld=f"{where}.disallowed",
-                                                required=True),
-                            benign_examples=_strings(c.get("benign_examples"), file=f,
-                                                     fld=f"{where}.benign_examples", required=False),
-                            harmful_examples=_strings(c.get("harmful_examples"), file=f,
-                                                      fld=f"{where}.harmful_examples", required=False)))
+        out.append(
+            Category(
+                name=name.strip(),
+                description=desc.strip(),
+                allowed=_strings(c.get("allowed"), file=f, fld=f"{where}.allowed", required=True),
+                disallowed=_strings(c.get("disallowed"), file=f, fld=f"{where}.disallowed", required=True),
+                benign_examples=_strings(
+                    c.get("benign_examples"), file=f, fld=f"{where}.benign_examples", required=False
+                ),
+                harmful_examples=_strings(
+                    c.get("harmful_examples"), file=f, fld=f"{where}.harmful_examples", required=False
+                ),
+            )
+        )
     name = data.get("name", p.stem)
     if not isinstance(name, str) or not name.strip():
         raise InputError("expected a non-empty string", file=f, field="name")

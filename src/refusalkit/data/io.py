@@ -36,8 +36,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 (byte {e.start} of the line)", file=str(p),
-                                 line=lineno) from None
+                raise InputError(f"not valid UTF-8 (byte {e.start} of the line)", file=str(p), line=lineno) from None
             if lineno == 1:
                 text = text.removeprefix("\ufeff")
             if not text.strip():
@@ -45,11 +44,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(p),
-                                 line=lineno) from None
+                raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(p), line=lineno) from None
             if not isinstance(obj, dict):
-                raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=str(p),
-                                 line=lineno)
+                raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=str(p), line=lineno)
             obj["__line__"] = lineno
             rows.append(obj)
     if not rows:
@@ -98,8 +95,9 @@ def require_str(row: dict[str, Any], field: str, *, file: str, allow_empty: bool
     return v
 
 
-def rows_to_examples(rows: list[dict[str, Any]], *, file: str, source: str | None = None,
-                     field_map: dict[str, str] | None = None) -> list[Example]:
+def rows_to_examples(
+    rows: list[dict[str, Any]], *, file: str, source: str | None = None, field_map: dict[str, str] | None = None
+) -> list[Example]:
     """Return Examples from raw rows: ``prompt`` is required, ``id`` defaults to ``line-N``, ids must be unique.
 
     ``field_map`` renames source columns to record fields (e.g. ``{"goal": "prompt"}``).
@@ -114,8 +112,7 @@ def rows_to_examples(rows: list[dict[str, Any]], *, file: str, source: str | Non
         rid = row.get("id")
         rid = f"line-{line}" if rid is None else str(rid)
         if rid in seen:
-            raise InputError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=file, line=line,
-                             field="id")
+            raise InputError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=file, line=line, field="id")
         seen[rid] = line  # type: ignore[assignment]
         d = {k: v for k, v in row.items() if k != "__line__"}
         d["id"], d["prompt"] = rid, prompt

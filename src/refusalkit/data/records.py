@@ -36,8 +36,11 @@ class _Record:
 
         Internal fields (``origin``) are never read from the dict: a source's own column of that name is
         kept in ``meta`` like any other extra column."""
-        names = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                 if not f.metadata.get("internal")}
+        names = {
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if not f.metadata.get("internal")
+        }
         kwargs = {k: v for k, v in d.items() if k in names and k != "meta"}
         meta = dict(d.get("meta") or {})
         meta.update({k: v for k, v in d.items() if k not in names})
@@ -80,10 +83,19 @@ class Response(_Record):
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_example(cls, ex: Example, response: str, **kw: Any) -> "Response":
+    def from_example(cls, ex: Example, response: str, **kw: Any) -> Response:
         """Return a response to ``ex`` carrying its id, prompt, labels and extra fields."""
-        return cls(id=ex.id, prompt=ex.prompt, response=response, label=ex.label, category=ex.category,
-                   expected=ex.expected, source=ex.source, meta=dict(ex.meta), **kw)
+        return cls(
+            id=ex.id,
+            prompt=ex.prompt,
+            response=response,
+            label=ex.label,
+            category=ex.category,
+            expected=ex.expected,
+            source=ex.source,
+            meta=dict(ex.meta),
+            **kw,
+        )
 
 
 @dataclass

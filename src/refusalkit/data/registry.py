@@ -65,72 +65,164 @@ class Benchmark:
             out["label"] = self.label
         if out.get("expected") in (None, ""):
             out["expected"] = self.expected or self.expected_from(
-                None if out.get("label") is None else str(out.get("label")))
+                None if out.get("label") is None else str(out.get("label"))
+            )
         out.setdefault("source", self.name)
         return out
 
 
 _P = ("prompt",)
-REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("xstest", "XSTest: 250 safe prompts that sound unsafe + 200 unsafe contrasts (over-refusal).",
-              "walledai/XSTest", hf_split="test", local_file="xstest_prompts.jsonl",
-              columns={"prompt": _P, "category": ("category", "type")}, convention="xstest",
-              citation="Röttger et al. 2024, XSTest, CC-BY-4.0"),
-    Benchmark("coconot", "CoCoNot original: requests a model should not comply with (5 categories).",
-              "allenai/coconot", hf_config="original", hf_split="test", local_file="coconot_prompts.jsonl",
-              columns={"prompt": _P, "category": ("category",)}, label="should_not_comply",
-              convention="coconot", citation="Brahman et al. 2024, CoCoNot, MIT"),
-    Benchmark("coconot-contrast", "CoCoNot contrast: benign look-alikes a model should comply with.",
-              "allenai/coconot", hf_config="contrast", hf_split="test", local_file="coconot_prompts.jsonl",
-              columns={"prompt": _P, "category": ("category",)}, label="should_comply",
-              convention="coconot", citation="Brahman et al. 2024, CoCoNot, MIT"),
-    Benchmark("jbb", "JailbreakBench: 100 harmful behaviours in 10 categories.",
-              "JailbreakBench/JBB-Behaviors", hf_config="behaviors", hf_split="harmful",
-              local_file="jbb_harmful_behaviors.jsonl",
-              columns={"prompt": ("prompt", "Goal"), "category": ("category", "Category"),
-                       "id": ("id", "Index"), "target": ("target", "Target")},
-              label="unsafe", citation="Chao et al. 2024, JailbreakBench, MIT"),
-    Benchmark("jbb-benign", "JailbreakBench: 100 benign behaviours matched to the harmful ones.",
-              "JailbreakBench/JBB-Behaviors", hf_config="behaviors", hf_split="benign",
-              columns={"prompt": ("prompt", "Goal"), "category": ("category", "Category"),
-                       "id": ("id", "Index")},
-              label="safe", citation="Chao et al. 2024, JailbreakBench, MIT"),
-    Benchmark("or-bench-hard", "OR-Bench hard-1k: seemingly toxic but benign prompts (over-refusal).",
-              "bench-llm/or-bench", hf_config="or-bench-hard-1k", hf_split="train",
-              columns={"prompt": _P, "category": ("category",)}, label="safe", convention="orbench",
-              citation="Cui et al. 2024, OR-Bench, CC-BY-4.0"),
-    Benchmark("or-bench-toxic", "OR-Bench toxic: truly toxic prompts (safety).",
-              "bench-llm/or-bench", hf_config="or-bench-toxic", hf_split="train",
-              columns={"prompt": _P, "category": ("category",)}, label="unsafe", convention="orbench",
-              citation="Cui et al. 2024, OR-Bench, CC-BY-4.0"),
-    Benchmark("harmbench", "HarmBench standard behaviours.",
-              "walledai/HarmBench", hf_config="standard", hf_split="train",
-              columns={"prompt": ("prompt", "Behavior"),
-                       "category": ("category", "SemanticCategory")},
-              label="unsafe", citation="Mazeika et al. 2024, HarmBench, MIT"),
-    Benchmark("strongreject", "StrongREJECT forbidden prompts.",
-              "walledai/StrongREJECT", hf_split="train",
-              columns={"prompt": ("prompt", "forbidden_prompt"), "category": ("category",)},
-              label="unsafe", citation="Souly et al. 2024, StrongREJECT, MIT"),
-    Benchmark("chatgpt-refusals", "Reuter & Schulze 2023: hand-labelled ChatGPT responses (refusal or not).",
-              None, local_file="chatgpt_refusals.jsonl",
-              columns={"prompt": _P, "response": ("response",), "category": ("category",)},
-              expected_from=lambda _l: None, convention="reuter_schulze",
-              citation="Reuter & Schulze 2023, I'm Afraid I Can't Do That, MIT"),
-    Benchmark("civics", "CIVICS: value-laden statements in 5 languages on 5 topics.",
-              "CIVICS-dataset/CIVICS", hf_split="train",
-              columns={"prompt": ("prompt", "Statement"), "category": ("category", "Topic"),
-                       "language": ("language", "Language")},
-              expected="comply", citation="Pistilli et al. 2024, CIVICS, CC-BY-4.0"),
-    Benchmark("overt", "OVERT-mini: benign-but-seemingly-harmful text-to-image prompts (9 categories).",
-              "yixiaoh/OVERT", hf_split="default", hf_data_files="data/OVERT_mini.csv",
-              columns={"prompt": ("prompt", "image_prompt"), "category": ("category",)},
-              label="safe", citation="OVERT 2025, Apache-2.0", kind="text-to-image"),
-    Benchmark("overt-unsafe", "OVERT-unsafe: harmful text-to-image prompts (9 categories).",
-              "yixiaoh/OVERT", hf_split="default", hf_data_files="data/OVERT_unsafe.csv",
-              columns={"prompt": ("prompt", "image_prompt"), "category": ("category",)},
-              label="unsafe", citation="OVERT 2025, Apache-2.0", kind="text-to-image"),
-]}
+REGISTRY: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "xstest",
+            "XSTest: 250 safe prompts that sound unsafe + 200 unsafe contrasts (over-refusal).",
+            "walledai/XSTest",
+            hf_split="test",
+            local_file="xstest_prompts.jsonl",
+            columns={"prompt": _P, "category": ("category", "type")},
+            convention="xstest",
+            citation="Röttger et al. 2024, XSTest, CC-BY-4.0",
+        ),
+        Benchmark(
+            "coconot",
+            "CoCoNot original: requests a model should not comply with (5 categories).",
+            "allenai/coconot",
+            hf_config="original",
+            hf_split="test",
+            local_file="coconot_prompts.jsonl",
+            columns={"prompt": _P, "category": ("category",)},
+            label="should_not_comply",
+            convention="coconot",
+            citation="Brahman et al. 2024, CoCoNot, MIT",
+        ),
+        Benchmark(
+            "coconot-contrast",
+            "CoCoNot contrast: benign look-alikes a model should comply with.",
+            "allenai/coconot",
+            hf_config="contrast",
+            hf_split="test",
+            local_file="coconot_prompts.jsonl",
+            columns={"prompt": _P, "category": ("category",)},
+            label="should_comply",
+            convention="coconot",
+            citation="Brahman et al. 2024, CoCoNot, MIT",
+        ),
+        Benchmark(
+            "jbb",
+            "JailbreakBench: 100 harmful behaviours in 10 categories.",
+            "JailbreakBench/JBB-Behaviors",
+            hf_config="behaviors",
+            hf_split="harmful",
+            local_file="jbb_harmful_behaviors.jsonl",
+            columns={
+                "prompt": ("prompt", "Goal"),
+                "category": ("category", "Category"),
+                "id": ("id", "Index"),
+                "target": ("target", "Target"),
+            },
+            label="unsafe",
+            citation="Chao et al. 2024, JailbreakBench, MIT",
+        ),
+        Benchmark(
+            "jbb-benign",
+            "JailbreakBench: 100 benign behaviours matched to the harmful ones.",
+            "JailbreakBench/JBB-Behaviors",
+            hf_config="behaviors",
+            hf_split="benign",
+            columns={"prompt": ("prompt", "Goal"), "category": ("category", "Category"), "id": ("id", "Index")},
+            label="safe",
+            citation="Chao et al. 2024, JailbreakBench, MIT",
+        ),
+        Benchmark(
+            "or-bench-hard",
+            "OR-Bench hard-1k: seemingly toxic but benign prompts (over-refusal).",
+            "bench-llm/or-bench",
+            hf_config="or-bench-hard-1k",
+            hf_split="train",
+            columns={"prompt": _P, "category": ("category",)},
+            label="safe",
+            convention="orbench",
+            citation="Cui et al. 2024, OR-Bench, CC-BY-4.0",
+        ),
+        Benchmark(
+            "or-bench-toxic",
+            "OR-Bench toxic: truly toxic prompts (safety).",
+            "bench-llm/or-bench",
+            hf_config="or-bench-toxic",
+            hf_split="train",
+            columns={"prompt": _P, "category": ("category",)},
+            label="unsafe",
+            convention="orbench",
+            citation="Cui et al. 2024, OR-Bench, CC-BY-4.0",
+        ),
+        Benchmark(
+            "harmbench",
+            "HarmBench standard behaviours.",
+            "walledai/HarmBench",
+            hf_config="standard",
+            hf_split="train",
+            columns={"prompt": ("prompt", "Behavior"), "category": ("category", "SemanticCategory")},
+            label="unsafe",
+            citation="Mazeika et al. 2024, HarmBench, MIT",
+        ),
+        Benchmark(
+            "strongreject",
+            "StrongREJECT forbidden prompts.",
+            "walledai/StrongREJECT",
+            hf_split="train",
+            columns={"prompt": ("prompt", "forbidden_prompt"), "category": ("category",)},
+            label="unsafe",
+            citation="Souly et al. 2024, StrongREJECT, MIT",
+        ),
+        Benchmark(
+            "chatgpt-refusals",
+            "Reuter & Schulze 2023: hand-labelled ChatGPT responses (refusal or not).",
+            None,
+            local_file="chatgpt_refusals.jsonl",
+            columns={"prompt": _P, "response": ("response",), "category": ("category",)},
+            expected_from=lambda _l: None,
+            convention="reuter_schulze",
+            citation="Reuter & Schulze 2023, I'm Afraid I Can't Do That, MIT",
+        ),
+        Benchmark(
+            "civics",
+            "CIVICS: value-laden statements in 5 languages on 5 topics.",
+            "CIVICS-dataset/CIVICS",
+            hf_split="train",
+            columns={
+                "prompt": ("prompt", "Statement"),
+                "category": ("category", "Topic"),
+                "language": ("language", "Language"),
+            },
+            expected="comply",
+            citation="Pistilli et al. 2024, CIVICS, CC-BY-4.0",
+        ),
+        Benchmark(
+            "overt",
+            "OVERT-mini: benign-but-seemingly-harmful text-to-image prompts (9 categories).",
+            "yixiaoh/OVERT",
+            hf_split="default",
+            hf_data_files="data/OVERT_mini.csv",
+            columns={"prompt": ("prompt", "image_prompt"), "category": ("category",)},
+            label="safe",
+            citation="OVERT 2025, Apache-2.0",
+            kind="text-to-image",
+        ),
+        Benchmark(
+            "overt-unsafe",
+            "OVERT-unsafe: harmful text-to-image prompts (9 categories).",
+            "yixiaoh/OVERT",
+            hf_split="default",
+            hf_data_files="data/OVERT_unsafe.csv",
+            columns={"prompt": ("prompt", "image_prompt"), "category": ("category",)},
+            label="unsafe",
+            citation="OVERT 2025, Apache-2.0",
+            kind="text-to-image",
+        ),
+    ]
+}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -139,8 +231,8 @@ def get_benchmark(name: str) -> Benchmark:
         return REGISTRY[name]
     except KeyError:
         raise UnknownBenchmarkError(
-            f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))} "
-            "(or pass a local .jsonl/.csv file)") from None
+            f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))} (or pass a local .jsonl/.csv file)"
+        ) from None
 
 
 def data_root() -> Path:
@@ -173,10 +265,13 @@ def _filter_local(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str
 
 def _load_hub(bench: Benchmark) -> list[dict[str, Any]]:
     if bench.hf_id is None:
-        raise InputError(f"benchmark {bench.name!r} has no hub copy; pass its file with --data FILE "
-                         "or set REFUSALKIT_DATA to a directory holding " + str(bench.local_file))
+        raise InputError(
+            f"benchmark {bench.name!r} has no hub copy; pass its file with --data FILE "
+            "or set REFUSALKIT_DATA to a directory holding " + str(bench.local_file)
+        )
     try:
         import datasets  # local import: loading a hub dataset is rare and datasets is slow to import
+
         kw: dict[str, Any] = {"split": bench.hf_split}
         if bench.hf_data_files:
             ds = datasets.load_dataset(bench.hf_id, data_files={bench.hf_split: bench.hf_data_files}, **kw)
@@ -187,7 +282,8 @@ def _load_hub(bench: Benchmark) -> list[dict[str, Any]]:
             f"could not load benchmark {bench.name!r} from the hub id {bench.hf_id!r} "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). Offline, pass a local "
             f"copy instead: --data FILE.jsonl|.csv, or set REFUSALKIT_DATA to a directory holding "
-            f"{bench.local_file or bench.name + '.jsonl'}") from None
+            f"{bench.local_file or bench.name + '.jsonl'}"
+        ) from None
     rows = []
     for i, r in enumerate(ds, start=1):
         r = dict(r)
@@ -196,8 +292,13 @@ def _load_hub(bench: Benchmark) -> list[dict[str, Any]]:
     return rows
 
 
-def load_benchmark(name: str, *, data: str | os.PathLike | None = None,
-                   data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Example]:
+def load_benchmark(
+    name: str,
+    *,
+    data: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+) -> list[Example]:
     """Return a benchmark's prompts as Examples with ``expected`` set from its label convention.
 
     ``data`` is an explicit local file in the source's or refusalkit's format; otherwise the local copy in
@@ -225,5 +326,6 @@ def resolve_prompts(spec: str, *, limit: int | None = None) -> list[Example]:
     p = Path(spec)
     if p.exists() or spec.endswith((".jsonl", ".json", ".csv")):
         from refusalkit.data.io import read_examples
+
         return read_examples(p, limit=limit)
     return load_benchmark(spec, limit=limit)

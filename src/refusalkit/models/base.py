@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]
 Messages = list[Message]
-PromptLike = Union[str, Messages]
+PromptLike = str | Messages
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,21 @@ class GenerationConfig:
         """Return True when this config samples rather than decoding greedily."""
         return self.temperature > 0
 
-    def with_(self, **kw: Any) -> "GenerationConfig":
+    def with_(self, **kw: Any) -> GenerationConfig:
         """Return a copy with the given fields changed."""
         return replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict (used to key resumable runs)."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed, "stop": list(self.stop),
-                "system_prompt": self.system_prompt, "extra": self.extra}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "system_prompt": self.system_prompt,
+            "extra": self.extra,
+        }
 
 
 @dataclass
@@ -66,5 +72,4 @@ class LanguageModel(Protocol):
 
     name: str
 
-    def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None) -> list[Generation]:
-        ...
+    def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None) -> list[Generation]: ...

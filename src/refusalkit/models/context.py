@@ -79,8 +79,9 @@ class ContextBudget:
             return math.ceil(len(text) / self.chars_per_token), False
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), True
 
-    def check(self, prompts: Sequence[PromptLike], *, max_new_tokens: int = 0,
-              system_prompt: str | None = None) -> None:
+    def check(
+        self, prompts: Sequence[PromptLike], *, max_new_tokens: int = 0, system_prompt: str | None = None
+    ) -> None:
         """Return None when every prompt plus ``max_new_tokens`` fits the context; else raise
         PromptTooLongError for the first that does not (its ``index``, token count and the limit)."""
         if self.n_ctx is None:
@@ -91,11 +92,17 @@ class ContextBudget:
             n, exact = self.count(text, limit)
             if n > limit:
                 size = f"{n:,} tokens" if exact else f"at least {n:,} tokens ({len(text):,} characters)"
-                room = (f"the {limit:,} that fit" if limit > 0 else "no room") + \
-                    f" (context {self.n_ctx:,} tokens" + \
-                    (f" minus --max-new-tokens {max_new_tokens:,})" if max_new_tokens > 0 else ")")
-                raise PromptTooLongError(f"prompt of {size} with the chat template, over {room}; shorten "
-                                         "or remove it", index=i, n_tokens=n, limit=limit)
+                room = (
+                    (f"the {limit:,} that fit" if limit > 0 else "no room")
+                    + f" (context {self.n_ctx:,} tokens"
+                    + (f" minus --max-new-tokens {max_new_tokens:,})" if max_new_tokens > 0 else ")")
+                )
+                raise PromptTooLongError(
+                    f"prompt of {size} with the chat template, over {room}; shorten or remove it",
+                    index=i,
+                    n_tokens=n,
+                    limit=limit,
+                )
 
 
 def budget_for_spec(spec: str | ModelSpec) -> ContextBudget | None:
@@ -110,6 +117,7 @@ def budget_for_spec(spec: str | ModelSpec) -> ContextBudget | None:
     src = ms.weights_source()
     try:
         from transformers import AutoConfig, AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(src)
         cfg = AutoConfig.from_pretrained(src)
     except (OSError, ValueError):
@@ -117,8 +125,9 @@ def budget_for_spec(spec: str | ModelSpec) -> ContextBudget | None:
     return ContextBudget(tok, context_size(cfg, tok))
 
 
-def check_examples(spec: str | ModelSpec, examples: Sequence[Any], *, max_new_tokens: int = 0,
-                   system_prompt: str | None = None) -> None:
+def check_examples(
+    spec: str | ModelSpec, examples: Sequence[Any], *, max_new_tokens: int = 0, system_prompt: str | None = None
+) -> None:
     """Check every example's prompt against ``spec``'s context before any run starts; raise an
     InputError naming the row's ``FILE:LINE`` (its ``origin``), the field and the token count."""
     budget = budget_for_spec(spec)

@@ -28,9 +28,18 @@ class HFModel:
     that a batch wastes little on padding; results come back in input order.
     """
 
-    def __init__(self, path_or_id: str | os.PathLike, *, name: str | None = None, batch_size: int = 16,
-                 device: str | None = None, dtype: str | torch.dtype | None = None,
-                 model: Any = None, tokenizer: Any = None, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        path_or_id: str | os.PathLike,
+        *,
+        name: str | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
+        trust_remote_code: bool = False,
+    ):
         self.path = str(path_or_id)
         self.name = name or self.path
         self.batch_size = batch_size
@@ -67,9 +76,15 @@ class HFModel:
         return sorted(range(len(prompts)), key=lambda i: lengths[i])
 
     @torch.inference_mode()
-    def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None, *,
-                 logits_processor: Any = None, batch_size: int | None = None,
-                 logprobs: int | None = None) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[PromptLike],
+        config: GenerationConfig | None = None,
+        *,
+        logits_processor: Any = None,
+        batch_size: int | None = None,
+        logprobs: int | None = None,
+    ) -> list[Generation]:
         """Return one Generation per prompt, in input order.
 
         ``logits_processor`` (a transformers ``LogitsProcessorList`` or processor) is passed to
@@ -81,30 +96,35 @@ class HFModel:
         cfg = config or GenerationConfig()
         bs = batch_size or self.batch_size
         self.context.check(prompts, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
-        out: list[Generation | None] = [None] * len(prompts)
+        out: dict[int, Generation] = {}  # prompt index -> generation; `order` is a permutation, so all get one
         order = self._order(prompts, cfg.system_prompt)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
         eos = self.tokenizer.eos_token_id
         for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             enc = self.encode([prompts[i] for i in idx], cfg.system_prompt)
-            kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+            kw: dict[str, Any] = dict(
+                max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, pad_token_id=self.tokenizer.pad_token_id
+            )
             if cfg.do_sample:
                 kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
             else:
                 kw.update(temperature=None, top_p=None, top_k=None)
             if logits_processor is not None:
                 from transformers import LogitsProcessorList
-                kw["logits_processor"] = (logits_processor if isinstance(logits_processor, LogitsProcessorList)
-                                          else LogitsProcessorList([logits_processor]))
+
+                kw["logits_processor"] = (
+                    logits_processor
+                    if isinstance(logits_processor, LogitsProcessorList)
+                    else LogitsProcessorList([logits_processor])
+                )
             kw.update(cfg.extra)
             if logprobs is not None:
                 kw.update(output_logits=True, return_dict_in_generate=True)
             res = self.model.generate(**enc, **kw)
             seqs = res.sequences if logprobs is not None else res
-            new = seqs[:, enc["input_ids"].shape[1]:]
+            new = seqs[:, enc["input_ids"].shape[1] :]
             for b, (row, i) in enumerate(zip(new, idx)):
                 ids = row.tolist()
                 n = len(ids)
@@ -116,27 +136,35 @@ class HFModel:
                 text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
                 text, stopped = _truncate_at_stop(text, cfg.stop)
                 reason = "stop" if (hit_eos or stopped or n < cfg.max_new_tokens) else "length"
-                out[i] = Generation(text=text.strip(), n_tokens=n, finish_reason=reason)
+                g = Generation(text=text.strip(), n_tokens=n, finish_reason=reason)
                 if logprobs is not None:
-                    out[i].meta["logprobs"] = self._logprob_entries([lg[b] for lg in res.logits[:n]],
-                                                                    ids[:n], logprobs)
-        return out  # type: ignore[return-value]
+                    g.meta["logprobs"] = self._logprob_entries([lg[b] for lg in res.logits[:n]], ids[:n], logprobs)
+                out[i] = g
+        return [out[i] for i in range(len(prompts))]
 
     def _logprob_entries(self, logits: list[torch.Tensor], ids: list[int], k: int) -> dict[str, Any]:
         content = []
         for lg, tid in zip(logits, ids):
             lp = torch.log_softmax(lg.float(), dim=-1)
             top = torch.topk(lp, k) if k > 0 else None
-            content.append({
-                "token": self.tokenizer.decode([tid]), "logprob": float(lp[tid]),
-                "top_logprobs": [] if top is None else [
-                    {"token": self.tokenizer.decode([int(j)]), "logprob": float(v)}
-                    for v, j in zip(top.values, top.indices)]})
+            content.append(
+                {
+                    "token": self.tokenizer.decode([tid]),
+                    "logprob": float(lp[tid]),
+                    "top_logprobs": []
+                    if top is None
+                    else [
+                        {"token": self.tokenizer.decode([int(j)]), "logprob": float(v)}
+                        for v, j in zip(top.values, top.indices)
+                    ],
+                }
+            )
         return {"content": content}
 
     @torch.inference_mode()
-    def next_token_logits(self, prompts: list[PromptLike], *, system_prompt: str | None = None,
-                          batch_size: int | None = None) -> torch.Tensor:
+    def next_token_logits(
+        self, prompts: list[PromptLike], *, system_prompt: str | None = None, batch_size: int | None = None
+    ) -> torch.Tensor:
         """Return the logits of the first response token for each prompt, shape ``[n, vocab]`` (float32, CPU).
 
         One forward pass per prompt, no generation: the basis of refusal-token scoring and calibration.
@@ -146,7 +174,7 @@ class HFModel:
         self.context.check(prompts, system_prompt=system_prompt)
         rows = []
         for start in range(0, len(prompts), bs):
-            enc = self.encode(prompts[start:start + bs], system_prompt)
+            enc = self.encode(prompts[start : start + bs], system_prompt)
             logits = self.model(**enc).logits[:, -1, :]  # left padding: the last position is real
             rows.append(logits.float().cpu())
         return torch.cat(rows) if rows else torch.empty(0, self.model.config.vocab_size)
@@ -156,8 +184,14 @@ class HFModel:
         return torch.log_softmax(self.next_token_logits(prompts, **kw), dim=-1)
 
     @torch.inference_mode()
-    def hidden_states(self, prompts: list[PromptLike], *, positions: tuple[int, ...] = (-1,),
-                      system_prompt: str | None = None, batch_size: int | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        prompts: list[PromptLike],
+        *,
+        positions: tuple[int, ...] = (-1,),
+        system_prompt: str | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
         """Return residual-stream states, shape ``[n, n_layers + 1, len(positions), d_model]`` (CPU float32).
 
         ``positions`` index the chat-templated prompt from the end (-1 is the last template token).
@@ -166,7 +200,7 @@ class HFModel:
         self.context.check(prompts, system_prompt=system_prompt)
         rows = []
         for start in range(0, len(prompts), bs):
-            enc = self.encode(prompts[start:start + bs], system_prompt)
+            enc = self.encode(prompts[start : start + bs], system_prompt)
             hs = self.model(**enc, output_hidden_states=True).hidden_states
             stacked = torch.stack([h[:, list(positions), :] for h in hs], dim=1)
             rows.append(stacked.float().cpu())
@@ -190,5 +224,6 @@ def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False
         raise ModelSpecError(
             f"could not load model {path_or_id!r}: {str(e).splitlines()[0][:300]}. Offline, only a local "
             "folder or a hub id already in the Hugging Face cache can be loaded; use --model default for the "
-            "bundled model or --model /path/to/folder") from None
+            "bundled model or --model /path/to/folder"
+        ) from None
     return model, tok

@@ -49,7 +49,8 @@ def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, ba
         return np.zeros((0, int(_model(spec).model.config.hidden_size)), np.float32)
 
     def compute(todo: list[tuple[str, str]]) -> list[np.ndarray]:
-        m, out = _model(spec), [None] * len(todo)
+        m = _model(spec)
+        out: dict[int, np.ndarray] = {}  # index into todo -> state; `order` covers every index
         # Similar lengths share a batch, so little padding is computed.
         order = sorted(range(len(todo)), key=lambda i: len(todo[i][1]))
         for start in range(0, len(order), batch_size):
@@ -57,7 +58,7 @@ def prompt_states(prompts: list[str], spec: str = "default", layer: int = 18, ba
             hs = m.hidden_states([todo[i][1][:MAX_CHARS] for i in idx], batch_size=batch_size)[:, :, -1, :].numpy()
             for i, h in zip(idx, hs):
                 out[i] = h.astype(np.float32)
-        return out
+        return [out[i] for i in range(len(todo))]
 
     return np.stack([s[layer] for s in _MEMO.get_many([(spec, p) for p in prompts], compute)])
 
