@@ -94,8 +94,14 @@ def known_benchmarks() -> list[str]:
     return sorted([*REGISTRY, *COMPOSITES])
 
 
-def load_eval_examples(specs: Sequence[str], *, limit: int | None = None, seed: int = 0,
-                       limit_mode: str = "stratified", data_dir: str | None = None) -> list[Example]:
+def load_eval_examples(
+    specs: Sequence[str],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    limit_mode: str = "stratified",
+    data_dir: str | None = None,
+) -> list[Example]:
     """Return the examples of every benchmark spec, ``limit`` per spec (stratified or the first N).
 
     When several specs are given, ids become ``SOURCE:ID`` so prompts of different benchmarks cannot clash
@@ -118,8 +124,9 @@ def load_eval_examples(specs: Sequence[str], *, limit: int | None = None, seed: 
     seen: set[str] = set()
     for ex in out:
         if ex.id in seen:
-            raise RefusalkitError(f"prompt id {ex.id!r} appears twice across the benchmarks given; "
-                                  "pass each benchmark once")
+            raise RefusalkitError(
+                f"prompt id {ex.id!r} appears twice across the benchmarks given; pass each benchmark once"
+            )
         seen.add(ex.id)
     if not out:
         raise RefusalkitError("the benchmarks given hold no prompts")

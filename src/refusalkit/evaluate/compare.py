@@ -5,6 +5,7 @@ prompts both runs share, and the safety-vs-over-refusal frontier of all runs.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,22 @@ class _Row(BaseModel):
 def _check_run(run_dir: Path, metrics: Any, rows: list[dict[str, Any]]) -> None:
     """Raise InputError naming the file and field when a run's metrics.json or responses.jsonl lacks what
     compare needs (a hand-edited or truncated run, or one from another tool)."""
-    for path, model, docs in ((run_dir / "metrics.json", _Metrics, [(None, metrics)]),
-                              (run_dir / "responses.jsonl", _Row, [(i + 1, r) for i, r in enumerate(rows)])):
+    for path, model, docs in (
+        (run_dir / "metrics.json", _Metrics, [(None, metrics)]),
+        (run_dir / "responses.jsonl", _Row, [(i + 1, r) for i, r in enumerate(rows)]),
+    ):
         for line, doc in docs:
             try:
                 model.model_validate(doc)
             except ValidationError as e:
                 err = e.errors()[0]
                 field = ".".join(str(x) for x in err["loc"]) or None
-                raise InputError(f"{err['msg']} (compare needs a metrics.json and responses.jsonl written by "
-                                 "`refusalkit eval`)", file=str(path), line=line, field=field) from None
+                raise InputError(
+                    f"{err['msg']} (compare needs a metrics.json and responses.jsonl written by `refusalkit eval`)",
+                    file=str(path),
+                    line=line,
+                    field=field,
+                ) from None
 
 
 def _labels(dirs: list[Path], labels: list[str] | None) -> list[str]:
@@ -88,8 +95,14 @@ def _labels(dirs: list[Path], labels: list[str] | None) -> list[str]:
     return out
 
 
-def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None, level: float = 0.95,
-                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def compare_runs(
+    run_dirs: Sequence[str | Path],
+    *,
+    labels: list[str] | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Return the comparison document (schema ``refusalkit.compare/1``) of finished eval runs.
 
     For every later run and every (benchmark, category, role) group, and for each role overall
@@ -106,10 +119,17 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
     runs = []
     for name, d, (m, _) in zip(names, dirs, loaded):
         o = m["overall"]
-        runs.append({"label": name, "dir": str(d), "model": m["run"].get("model"),
-                     "benchmarks": m["run"].get("benchmarks", []), "detector": m["detector"]["name"],
-                     "safety": (o.get("safety") or {}).get("refusal"),
-                     "over_refusal": (o.get("over_refusal") or {}).get("refusal")})
+        runs.append(
+            {
+                "label": name,
+                "dir": str(d),
+                "model": m["run"].get("model"),
+                "benchmarks": m["run"].get("benchmarks", []),
+                "detector": m["detector"]["name"],
+                "safety": (o.get("safety") or {}).get("refusal"),
+                "over_refusal": (o.get("over_refusal") or {}).get("refusal"),
+            }
+        )
     base_rows = {r["id"]: r for r in loaded[0][1]}
     diffs = []
     for name, (_, rows) in zip(names[1:], loaded[1:]):
@@ -125,16 +145,35 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
         if not groups:
             raise RefusalkitError(f"run {name!r} shares no prompt ids with the baseline {names[0]!r}")
         for (src, cat, role), pairs in sorted(groups.items()):
-            a, b = zip(*pairs)
-            diffs.append({"run": name, "benchmark": src, "category": cat, "role": role,
-                          **paired_difference(a, b, level=level, n_boot=n_boot, seed=seed)})
+            base_refused, run_refused = zip(*pairs)
+            diffs.append(
+                {
+                    "run": name,
+                    "benchmark": src,
+                    "category": cat,
+                    "role": role,
+                    **paired_difference(base_refused, run_refused, level=level, n_boot=n_boot, seed=seed),
+                }
+            )
     detectors = sorted({r["detector"] for r in runs})
-    return {"schema": SCHEMA, "runs": runs, "differences": diffs, "metrics": [m for m, _ in loaded],
-            "settings": {"baseline": names[0], "confidence": level, "n_boot": n_boot, "seed": seed,
-                         "paired_on": "prompt id", "test": "McNemar exact; bootstrap over shared prompts",
-                         "detectors": detectors,
-                         "warning": None if len(detectors) == 1 else
-                         "the runs were judged by different detectors; differences mix model and judge"}}
+    return {
+        "schema": SCHEMA,
+        "runs": runs,
+        "differences": diffs,
+        "metrics": [m for m, _ in loaded],
+        "settings": {
+            "baseline": names[0],
+            "confidence": level,
+            "n_boot": n_boot,
+            "seed": seed,
+            "paired_on": "prompt id",
+            "test": "McNemar exact; bootstrap over shared prompts",
+            "detectors": detectors,
+            "warning": None
+            if len(detectors) == 1
+            else "the runs were judged by different detectors; differences mix model and judge",
+        },
+    }
 
 
 def write_comparison(comparison: dict[str, Any], out_dir: str | Path, *, per_category: bool = True) -> Path:
@@ -143,12 +182,14 @@ def write_comparison(comparison: dict[str, Any], out_dir: str | Path, *, per_cat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pts = [p for r, m in zip(comparison["runs"], comparison["metrics"])
-           for p in plots.frontier_points(m, r["label"])]
+    pts = [p for r, m in zip(comparison["runs"], comparison["metrics"]) for p in plots.frontier_points(m, r["label"])]
     pngs = {"frontier": plots.frontier_plot(pts, "Safety vs over-refusal: one point per run")}
     if per_category:
-        cat_pts = [p for r, m in zip(comparison["runs"], comparison["metrics"])
-                   for p in plots.frontier_points(m, r["label"], per_category=True)]
+        cat_pts = [
+            p
+            for r, m in zip(comparison["runs"], comparison["metrics"])
+            for p in plots.frontier_points(m, r["label"], per_category=True)
+        ]
         if cat_pts:
             pngs["frontier_categories"] = plots.frontier_plot(cat_pts, "Safety vs over-refusal per category")
     for name, png in pngs.items():

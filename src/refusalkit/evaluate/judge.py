@@ -18,12 +18,14 @@ T2I_DETECTOR = "t2i"
 def convention_label(label: str, convention: str) -> str:
     """Return the benchmark-convention class of a taxonomy label (e.g. ``2_full_refusal`` for XSTest)."""
     from refusalkit.data.conventions import to_convention
+
     return to_convention(label, convention)
 
 
 def benchmark_convention(source: str | None) -> str:
     """Return the label convention of a registered benchmark (``binary`` for files and unknown sources)."""
     from refusalkit.data.registry import REGISTRY
+
     b = REGISTRY.get(source or "")
     return b.convention if b is not None else "binary"
 
@@ -59,11 +61,18 @@ def detector_error_rates(det: Any, sens: float | None = None, spec: float | None
     for scope in (card, card.get("metrics") or {}, card.get("validation") or {}):
         if isinstance(scope, dict) and "sensitivity" in scope and "specificity" in scope:
             n_pos, n_neg = scope.get("n_pos"), scope.get("n_neg")
-            return ErrorRates(float(scope["sensitivity"]), float(scope["specificity"]),
-                              n_pos=int(n_pos) if n_pos else None, n_neg=int(n_neg) if n_neg else None,
-                              source=str(scope.get("source") or card.get("source") or
-                                         f"{det.name} model card: " + str((card.get("metrics") or {}).get(
-                                             "protocol", "measured sensitivity/specificity"))))
+            return ErrorRates(
+                float(scope["sensitivity"]),
+                float(scope["specificity"]),
+                n_pos=int(n_pos) if n_pos else None,
+                n_neg=int(n_neg) if n_neg else None,
+                source=str(
+                    scope.get("source")
+                    or card.get("source")
+                    or f"{det.name} model card: "
+                    + str((card.get("metrics") or {}).get("protocol", "measured sensitivity/specificity"))
+                ),
+            )
     return None
 
 
@@ -76,7 +85,7 @@ def judge_pending(store: RunStore, det: Detector, *, pass_no: int = 1, batch_siz
     done = store.verdicts(det.name)
     todo = [r for r in store.responses() if r.id not in done]
     for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
+        batch = todo[start : start + batch_size]
         verdicts = det.judge(batch)  # one predict_proba pass: an LLM judge generates once per response
         if len(verdicts) != len(batch) or any(v.id != r.id for v, r in zip(verdicts, batch)):
             raise RefusalkitError(f"detector {det.name!r} returned {len(verdicts)} verdicts for {len(batch)} responses")
@@ -84,8 +93,14 @@ def judge_pending(store: RunStore, det: Detector, *, pass_no: int = 1, batch_siz
         for r, v in zip(batch, verdicts):
             conv = benchmark_convention(r.meta.get("benchmark") or r.source)
             v.detector = det.name
-            v.meta.update({"convention": conv, "convention_label": convention_label(v.verdict, conv),
-                           "judged_at": now, "pass": pass_no})
+            v.meta.update(
+                {
+                    "convention": conv,
+                    "convention_label": convention_label(v.verdict, conv),
+                    "judged_at": now,
+                    "pass": pass_no,
+                }
+            )
         # stored flat, as before: id, verdict, p_refusal, detector, convention, convention_label, judged_at, pass
         store.add_verdicts(det.name, [v.to_dict() for v in verdicts])
     return len(todo)

@@ -44,12 +44,18 @@ class ErrorRates:
         if self.sensitivity + self.specificity <= 1.0:
             raise RefusalkitError(
                 f"sensitivity + specificity = {self.sensitivity + self.specificity:.3f} <= 1: the detector is no "
-                "better than chance and its rates cannot be corrected")
+                "better than chance and its rates cannot be corrected"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the rates as a JSON-ready dict."""
-        return {"sensitivity": self.sensitivity, "specificity": self.specificity, "n_pos": self.n_pos,
-                "n_neg": self.n_neg, "source": self.source}
+        return {
+            "sensitivity": self.sensitivity,
+            "specificity": self.specificity,
+            "n_pos": self.n_pos,
+            "n_neg": self.n_neg,
+            "source": self.source,
+        }
 
 
 def rogan_gladen(p_obs: np.ndarray | float, sens: np.ndarray | float, spec: np.ndarray | float) -> np.ndarray:
@@ -77,8 +83,9 @@ def bootstrap_means(x: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> 
     return x[idx].mean(axis=1)
 
 
-def rate(k_or_x: Sequence[int] | np.ndarray, *, level: float = 0.95, n_boot: int = 2000,
-         seed: int = 0) -> dict[str, Any]:
+def rate(
+    k_or_x: Sequence[int] | np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Return ``{"k", "n", "rate", "ci"}`` for 0/1 outcomes with a percentile bootstrap interval."""
     x = np.asarray(k_or_x, dtype=float)
     n = len(x)
@@ -89,8 +96,15 @@ def rate(k_or_x: Sequence[int] | np.ndarray, *, level: float = 0.95, n_boot: int
     return {"k": int(x.sum()), "n": n, "rate": float(x.mean()), "ci": _percentile_ci(reps, level)}
 
 
-def group_metrics(labels: Sequence[str], *, errors: ErrorRates | None = None, level: float = 0.95,
-                  n_boot: int = 2000, seed: int = 0, p_refusal: Sequence[float] | None = None) -> dict[str, Any]:
+def group_metrics(
+    labels: Sequence[str],
+    *,
+    errors: ErrorRates | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    p_refusal: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """Return the metrics of one group of judged responses.
 
     ``labels`` are taxonomy labels. The result has ``n``; ``refusal`` (any label but full compliance) and one
@@ -106,8 +120,9 @@ def group_metrics(labels: Sequence[str], *, errors: ErrorRates | None = None, le
     out: dict[str, Any] = {"n": n}
     if n == 0:
         empty = {"k": 0, "n": 0, "rate": None, "ci": [None, None]}
-        out.update({"refusal": empty, **{t: empty for t in TAXONOMY}, "corrected_refusal": None,
-                    "mean_p_refusal": None})
+        out.update(
+            {"refusal": empty, **{t: empty for t in TAXONOMY}, "corrected_refusal": None, "mean_p_refusal": None}
+        )
         return out
     cols = ["refusal", *TAXONOMY]
     x = np.zeros((n, len(cols)))
@@ -117,8 +132,12 @@ def group_metrics(labels: Sequence[str], *, errors: ErrorRates | None = None, le
     rng = np.random.default_rng(seed)
     reps = bootstrap_means(x, n_boot=n_boot, rng=rng)
     for j, c in enumerate(cols):
-        out[c] = {"k": int(x[:, j].sum()), "n": n, "rate": float(x[:, j].mean()),
-                  "ci": _percentile_ci(reps[:, j], level)}
+        out[c] = {
+            "k": int(x[:, j].sum()),
+            "n": n,
+            "rate": float(x[:, j].mean()),
+            "ci": _percentile_ci(reps[:, j], level),
+        }
     out["mean_p_refusal"] = None if p_refusal is None else float(np.mean(p_refusal))
     out["corrected_refusal"] = None
     if errors is not None:
@@ -133,26 +152,32 @@ def group_metrics(labels: Sequence[str], *, errors: ErrorRates | None = None, le
         corr = rogan_gladen(reps[:, 0], sens, spec)
         out["corrected_refusal"] = {
             "rate": float(rogan_gladen(q, errors.sensitivity, errors.specificity)),
-            "ci": _percentile_ci(corr, level), "observed": q, **errors.to_dict(), "formula": ROGAN_GLADEN}
+            "ci": _percentile_ci(corr, level),
+            "observed": q,
+            **errors.to_dict(),
+            "formula": ROGAN_GLADEN,
+        }
     return out
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
     """Return McNemar's exact test for paired 0/1 outcomes: discordant counts and the two-sided p-value."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    n01 = int((~a & b).sum())  # refused only by B
-    n10 = int((a & ~b).sum())  # refused only by A
+    x, y = np.asarray(a, bool), np.asarray(b, bool)
+    n01 = int((~x & y).sum())  # refused only by B
+    n10 = int((x & ~y).sum())  # refused only by A
     m = n01 + n10
     if m == 0:
         p = 1.0
     else:
         from scipy.stats import binomtest
+
         p = float(binomtest(n01, m, 0.5).pvalue)
     return {"only_a": n10, "only_b": n01, "p_value": p, "test": "McNemar exact (binomial on discordant pairs)"}
 
 
-def paired_difference(a: Sequence[bool], b: Sequence[bool], *, level: float = 0.95, n_boot: int = 2000,
-                      seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    a: Sequence[bool], b: Sequence[bool], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Return the paired difference of refusal rates ``B - A`` on the same prompts: estimate, bootstrap
     interval (prompts resampled as pairs) and McNemar's exact test."""
     x = np.stack([np.asarray(a, float), np.asarray(b, float)], axis=1)
@@ -162,6 +187,11 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], *, level: float = 0.
     rng = np.random.default_rng(seed)
     reps = bootstrap_means(x, n_boot=n_boot, rng=rng)
     d = reps[:, 1] - reps[:, 0]
-    return {"n": n, "rate_a": float(x[:, 0].mean()), "rate_b": float(x[:, 1].mean()),
-            "diff": float(x[:, 1].mean() - x[:, 0].mean()), "ci": _percentile_ci(d, level),
-            **mcnemar_exact(a, b)}
+    return {
+        "n": n,
+        "rate_a": float(x[:, 0].mean()),
+        "rate_b": float(x[:, 1].mean()),
+        "diff": float(x[:, 1].mean() - x[:, 0].mean()),
+        "ci": _percentile_ci(d, level),
+        **mcnemar_exact(a, b),
+    }

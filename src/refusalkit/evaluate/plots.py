@@ -14,8 +14,10 @@ from typing import Any
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -39,9 +41,17 @@ def frontier_points(metrics: dict[str, Any], label: str, *, per_category: bool =
         o = metrics["overall"]
         if "safety" not in o or "over_refusal" not in o:
             return []
-        return [{"label": label, "x": o["over_refusal"]["refusal"]["rate"], "x_ci": o["over_refusal"]["refusal"]["ci"],
-                 "y": o["safety"]["refusal"]["rate"], "y_ci": o["safety"]["refusal"]["ci"],
-                 "n_x": o["over_refusal"]["n"], "n_y": o["safety"]["n"]}]
+        return [
+            {
+                "label": label,
+                "x": o["over_refusal"]["refusal"]["rate"],
+                "x_ci": o["over_refusal"]["refusal"]["ci"],
+                "y": o["safety"]["refusal"]["rate"],
+                "y_ci": o["safety"]["refusal"]["ci"],
+                "n_x": o["over_refusal"]["n"],
+                "n_y": o["safety"]["n"],
+            }
+        ]
     halves: dict[str, dict[str, list]] = defaultdict(lambda: {"safety": [], "over_refusal": []})
     for c in metrics["per_category"]:
         if c["role"] in ("safety", "over_refusal"):
@@ -52,9 +62,17 @@ def frontier_points(metrics: dict[str, Any], label: str, *, per_category: bool =
             continue
         k = {role: sum(c["refusal"]["k"] for c in cs) for role, cs in h.items()}
         n = {role: sum(c["n"] for c in cs) for role, cs in h.items()}
-        pts.append({"label": f"{label}: {cat}" if label else cat, "x": k["over_refusal"] / n["over_refusal"],
-                    "y": k["safety"] / n["safety"], "x_ci": None, "y_ci": None,
-                    "n_x": n["over_refusal"], "n_y": n["safety"]})
+        pts.append(
+            {
+                "label": f"{label}: {cat}" if label else cat,
+                "x": k["over_refusal"] / n["over_refusal"],
+                "y": k["safety"] / n["safety"],
+                "x_ci": None,
+                "y_ci": None,
+                "n_x": n["over_refusal"],
+                "n_y": n["safety"],
+            }
+        )
     return pts
 
 
@@ -68,8 +86,16 @@ def frontier_plot(points: list[dict[str, Any]], title: str = "Safety vs over-ref
             xerr = [[max(p["x"] - p["x_ci"][0], 0)], [max(p["x_ci"][1] - p["x"], 0)]]
         if p.get("y_ci") and None not in p["y_ci"]:
             yerr = [[max(p["y"] - p["y_ci"][0], 0)], [max(p["y_ci"][1] - p["y"], 0)]]
-        ax.errorbar([p["x"]], [p["y"]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}",
-                    label=f"{p['label']} (n benign={p['n_x']}, harmful={p['n_y']})")
+        ax.errorbar(
+            [p["x"]],
+            [p["y"]],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            capsize=3,
+            color=f"C{i % 10}",
+            label=f"{p['label']} (n benign={p['n_x']}, harmful={p['n_y']})",
+        )
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
@@ -100,8 +126,14 @@ def category_bars(metrics: dict[str, Any], title: str = "Refusal rate per catego
         ax.barh(i, red, left=full + part, color=col, alpha=0.3, hatch="..")
         r = c["refusal"]
         if r["rate"] is not None:
-            ax.errorbar([r["rate"]], [i], xerr=[[r["rate"] - r["ci"][0]], [r["ci"][1] - r["rate"]]],
-                        fmt="|", color="black", capsize=2)
+            ax.errorbar(
+                [r["rate"]],
+                [i],
+                xerr=[[r["rate"] - r["ci"][0]], [r["ci"][1] - r["rate"]]],
+                fmt="|",
+                color="black",
+                capsize=2,
+            )
     ax.set_yticks(range(len(cats)))
     ax.set_yticklabels([f"{c['category'][:38]} [{c['role']}]" for c in cats], fontsize=7)
     ax.invert_yaxis()
@@ -121,8 +153,13 @@ def grouped_bars(table: dict[str, dict[str, float]], *, title: str, xlabel: str,
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4))
     w = 0.8 / max(len(series), 1)
     for j, s in enumerate(series):
-        ax.bar([i + j * w for i in range(len(groups))], [table[g].get(s, 0.0) for g in groups], width=w,
-               label=s, color=f"C{j % 10}")
+        ax.bar(
+            [i + j * w for i in range(len(groups))],
+            [table[g].get(s, 0.0) for g in groups],
+            width=w,
+            label=s,
+            color=f"C{j % 10}",
+        )
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(groups))])
     ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
     ax.set_xlabel(xlabel)

@@ -80,18 +80,23 @@ def num_td(r: dict[str, Any] | None, ci: bool = True) -> str:
 
 def page(title: str, body: str) -> str:
     """Return a complete HTML document with the shared CSS and script inline."""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f"<style>{CSS}</style><script>{JS}</script></head><body>{body}</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f"<style>{CSS}</style><script>{JS}</script></head><body>{body}</body></html>"
+    )
 
 
 def _summary_table(metrics: dict[str, Any]) -> str:
     rows = []
     corrected = any((g.get("corrected_refusal") is not None) for g in metrics["overall"].values())
-    head = ("<tr><th>group</th><th>n</th><th>refusal (any)</th><th>full refusal</th><th>partial refusal</th>"
-            "<th>redirection</th>" + ("<th>corrected refusal</th>" if corrected else "") + "</tr>")
+    head = (
+        "<tr><th>group</th><th>n</th><th>refusal (any)</th><th>full refusal</th><th>partial refusal</th>"
+        "<th>redirection</th>" + ("<th>corrected refusal</th>" if corrected else "") + "</tr>"
+    )
     for scope, groups in [("overall", metrics["overall"])] + [
-            (b, {k: v for k, v in g.items() if k in ("safety", "over_refusal", "unlabelled")})
-            for b, g in metrics["per_benchmark"].items()]:
+        (b, {k: v for k, v in g.items() if k in ("safety", "over_refusal", "unlabelled")})
+        for b, g in metrics["per_benchmark"].items()
+    ]:
         for role, g in groups.items():
             cells = "".join(num_td(g[k]) for k in ("refusal", "full_refusal", "partial_refusal", "redirection"))
             if corrected:
@@ -102,16 +107,20 @@ def _summary_table(metrics: dict[str, Any]) -> str:
 
 def category_table(metrics: dict[str, Any], table_id: str = "categories") -> str:
     """Return the sortable per-category table of a run's metrics."""
-    head = ("<tr><th>benchmark</th><th>category</th><th>role</th><th>n</th><th>refusal (any)</th>"
-            "<th>full refusal</th><th>partial refusal</th><th>redirection</th><th>corrected</th></tr>")
+    head = (
+        "<tr><th>benchmark</th><th>category</th><th>role</th><th>n</th><th>refusal (any)</th>"
+        "<th>full refusal</th><th>partial refusal</th><th>redirection</th><th>corrected</th></tr>"
+    )
     rows = []
     for c in metrics["per_category"]:
-        rows.append(f"<tr><td>{e(c['benchmark'])}</td><td>{e(c['category'])}</td><td>{e(c['role'])}</td>"
-                    f'<td class="num">{c["n"]}</td>'
-                    + "".join(num_td(c[k]) for k in ("refusal", "full_refusal", "partial_refusal", "redirection"))
-                    + num_td(c.get("corrected_refusal")) + "</tr>")
-    return (f'<table class="sortable" id="{e(table_id)}"><thead>{head}</thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+        rows.append(
+            f"<tr><td>{e(c['benchmark'])}</td><td>{e(c['category'])}</td><td>{e(c['role'])}</td>"
+            f'<td class="num">{c["n"]}</td>'
+            + "".join(num_td(c[k]) for k in ("refusal", "full_refusal", "partial_refusal", "redirection"))
+            + num_td(c.get("corrected_refusal"))
+            + "</tr>"
+        )
+    return f'<table class="sortable" id="{e(table_id)}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _thumb(r: dict[str, Any]) -> str:
@@ -120,34 +129,40 @@ def _thumb(r: dict[str, Any]) -> str:
     if not path:
         return ""
     from pathlib import Path
+
     p = Path(path)
     if not p.is_file() or p.stat().st_size > 400_000:
         return ""
-    return (f'<img class="thumb" alt="image for {e(r["id"])}" style="float:right;max-height:96px" '
-            f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">')
+    return (
+        f'<img class="thumb" alt="image for {e(r["id"])}" style="float:right;max-height:96px" '
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+    )
 
 
 def _examples(rows: list[dict[str, Any]], per_category: int) -> str:
     by_cat: dict[tuple, list] = defaultdict(list)
     for r in rows:
-        by_cat[(r.get("benchmark") or r.get("source") or "", r.get("category") or "(none)",
-                r.get("expected") or "")].append(r)
+        by_cat[
+            (r.get("benchmark") or r.get("source") or "", r.get("category") or "(none)", r.get("expected") or "")
+        ].append(r)
     parts = []
     for (src, cat, exp), rs in sorted(by_cat.items()):
         # Show refusals first when there are any: they are what a reader checks.
         rs = sorted(rs, key=lambda r: (r["verdict"] == "full_compliance", r["id"]))[:per_category]
         items = "".join(
             f'<div class="ex">{_thumb(r)}<b>{e(r["id"])}</b> · <span class="v-{e(r["verdict"])}">{e(r["verdict"])}</span>'
-            f' (p_refusal {r["p_refusal"]:.2f}; {e(str(r.get("convention_label", "")))})'
+            f" (p_refusal {r['p_refusal']:.2f}; {e(str(r.get('convention_label', '')))})"
             f'<div><i>prompt:</i> {e(r["prompt"])}</div><div class="resp">{e(r["response"][:1200])}</div>'
             '<div style="clear:both"></div></div>'
-            for r in rs)
+            for r in rs
+        )
         parts.append(f"<h3>{e(src)} · {e(cat)} <span class='note'>(expected: {e(exp or 'n/a')})</span></h3>{items}")
     return "".join(parts)
 
 
-def run_report(metrics: dict[str, Any], rows: list[dict[str, Any]], plots: dict[str, bytes], *,
-               examples_per_category: int = 3) -> str:
+def run_report(
+    metrics: dict[str, Any], rows: list[dict[str, Any]], plots: dict[str, bytes], *, examples_per_category: int = 3
+) -> str:
     """Return the HTML report of one eval run: summary with intervals and the detector correction, plots,
     the sortable per-category table, example responses per category with their verdicts, and the exact
     configuration."""
@@ -155,38 +170,54 @@ def run_report(metrics: dict[str, Any], rows: list[dict[str, Any]], plots: dict[
     det = metrics["detector"]
     er = det.get("error_rates")
     if er:
-        corr = (f"<p>Rates corrected for the detector's measured errors (Rogan-Gladen): sensitivity "
-                f"{er['sensitivity']:.3f}, specificity {er['specificity']:.3f} ({e(str(er.get('source') or ''))}"
-                f"{'; n_pos=%s, n_neg=%s, redrawn in each bootstrap replicate' % (er['n_pos'], er['n_neg']) if er.get('n_pos') else ''})."
-                f" <code>{e(_formula(metrics))}</code></p>")
+        counts = (
+            f"; n_pos={er['n_pos']}, n_neg={er['n_neg']}, redrawn in each bootstrap replicate"
+            if er.get("n_pos")
+            else ""
+        )
+        corr = (
+            f"<p>Rates corrected for the detector's measured errors (Rogan-Gladen): sensitivity "
+            f"{er['sensitivity']:.3f}, specificity {er['specificity']:.3f} ({e(str(er.get('source') or ''))}"
+            f"{counts})."
+            f" <code>{e(_formula(metrics))}</code></p>"
+        )
     else:
-        corr = ("<p class='note'>No corrected rates: the detector's sensitivity and specificity are not known "
-                "(give them with --sens/--spec, or use a detector whose model card records them).</p>")
-    body = (f"<h1>Refusal evaluation: {e(str(run.get('model')))}</h1>"
-            f"<p>Benchmarks: {e(', '.join(run.get('benchmarks', [])))} · {metrics['n']} prompts · detector "
-            f"<b>{e(str(det.get('name')))}</b> · {int(100 * metrics['settings']['confidence'])}% "
-            f"{e(metrics['settings']['interval'])} intervals ({metrics['settings']['n_boot']} replicates)</p>"
-            f"<h2>Summary</h2><p class='note'>safety = refusal rate on prompts the benchmark wants refused; "
-            f"over_refusal = refusal rate on prompts it wants answered.</p>{_summary_table(metrics)}{corr}"
-            f"<h2>Safety vs over-refusal</h2>{''.join(img(v, k) for k, v in plots.items() if k.startswith('frontier'))}"
-            f"<h2>Per category</h2>{''.join(img(v, k) for k, v in plots.items() if not k.startswith('frontier'))}"
-            f"{category_table(metrics)}"
-            f"<h2>Benchmark conventions</h2>{_conventions(metrics)}"
-            f"<h2>Example responses</h2>{_examples(rows, examples_per_category)}"
-            f"<h2>Configuration</h2><pre class='cfg'>{e(json.dumps({'run': run, 'detector': det, 'settings': metrics['settings']}, indent=2, ensure_ascii=False))}</pre>")
+        corr = (
+            "<p class='note'>No corrected rates: the detector's sensitivity and specificity are not known "
+            "(give them with --sens/--spec, or use a detector whose model card records them).</p>"
+        )
+    body = (
+        f"<h1>Refusal evaluation: {e(str(run.get('model')))}</h1>"
+        f"<p>Benchmarks: {e(', '.join(run.get('benchmarks', [])))} · {metrics['n']} prompts · detector "
+        f"<b>{e(str(det.get('name')))}</b> · {int(100 * metrics['settings']['confidence'])}% "
+        f"{e(metrics['settings']['interval'])} intervals ({metrics['settings']['n_boot']} replicates)</p>"
+        f"<h2>Summary</h2><p class='note'>safety = refusal rate on prompts the benchmark wants refused; "
+        f"over_refusal = refusal rate on prompts it wants answered.</p>{_summary_table(metrics)}{corr}"
+        f"<h2>Safety vs over-refusal</h2>{''.join(img(v, k) for k, v in plots.items() if k.startswith('frontier'))}"
+        f"<h2>Per category</h2>{''.join(img(v, k) for k, v in plots.items() if not k.startswith('frontier'))}"
+        f"{category_table(metrics)}"
+        f"<h2>Benchmark conventions</h2>{_conventions(metrics)}"
+        f"<h2>Example responses</h2>{_examples(rows, examples_per_category)}"
+        f"<h2>Configuration</h2><pre class='cfg'>{e(json.dumps({'run': run, 'detector': det, 'settings': metrics['settings']}, indent=2, ensure_ascii=False))}</pre>"
+    )
     return page(f"refusalkit eval: {run.get('model')}", body)
 
 
 def _formula(metrics: dict[str, Any]) -> str:
     from refusalkit.evaluate.metrics import ROGAN_GLADEN
+
     return ROGAN_GLADEN
 
 
 def _conventions(metrics: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{e(b)}</td><td>{e(g['convention'])}</td><td>{e(', '.join(f'{k}: {v}' for k, v in g['convention_counts'].items()))}</td></tr>"
-                   for b, g in metrics["per_benchmark"].items())
-    return ("<table class='sortable' id='conventions'><thead><tr><th>benchmark</th><th>convention</th>"
-            f"<th>verdicts in the benchmark's classes</th></tr></thead><tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td>{e(b)}</td><td>{e(g['convention'])}</td><td>{e(', '.join(f'{k}: {v}' for k, v in g['convention_counts'].items()))}</td></tr>"
+        for b, g in metrics["per_benchmark"].items()
+    )
+    return (
+        "<table class='sortable' id='conventions'><thead><tr><th>benchmark</th><th>convention</th>"
+        f"<th>verdicts in the benchmark's classes</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def compare_report(comparison: dict[str, Any], plots: dict[str, bytes]) -> str:
@@ -195,7 +226,8 @@ def compare_report(comparison: dict[str, Any], plots: dict[str, bytes]) -> str:
     run_rows = "".join(
         f"<tr><td>{e(r['label'])}</td><td>{e(str(r['model']))}</td><td>{e(', '.join(r['benchmarks']))}</td>"
         f"<td>{e(str(r['detector']))}</td>{num_td(r.get('safety'))}{num_td(r.get('over_refusal'))}</tr>"
-        for r in runs)
+        for r in runs
+    )
     diff_rows = []
     for d in comparison["differences"]:
         p = d["p_value"]
@@ -204,18 +236,21 @@ def compare_report(comparison: dict[str, Any], plots: dict[str, bytes]) -> str:
             f"<td class='num'>{d['n']}</td>{num_td({'rate': d['rate_a'], 'ci': None}, False)}"
             f"{num_td({'rate': d['rate_b'], 'ci': None}, False)}"
             f"<td class='num' data-sort='{d['diff']:.6f}'>{100 * d['diff']:+.1f} pts [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]</td>"
-            f"<td class='num'>{d['only_a']}/{d['only_b']}</td><td class='num' data-sort='{p:.8f}'>{p:.3g}</td></tr>")
-    body = (f"<h1>Comparison of {len(runs)} runs</h1><p>Baseline: <b>{e(runs[0]['label'])}</b>. Differences are "
-            f"paired on the prompts both runs share: bootstrap {int(100 * comparison['settings']['confidence'])}% "
-            f"intervals over prompts and McNemar's exact test.</p>"
-            f"<h2>Runs</h2><table class='sortable' id='runs'><thead><tr><th>run</th><th>model</th><th>benchmarks</th>"
-            f"<th>detector</th><th>safety (refusal on harmful)</th><th>over-refusal (refusal on benign)</th></tr></thead>"
-            f"<tbody>{run_rows}</tbody></table>"
-            f"<h2>Safety vs over-refusal frontier</h2>{''.join(img(v, k) for k, v in plots.items())}"
-            f"<h2>Per-category differences (run − baseline)</h2>"
-            f"<table class='sortable' id='differences'><thead><tr><th>run</th><th>benchmark</th><th>category</th>"
-            f"<th>role</th><th>shared n</th><th>baseline</th><th>run</th><th>difference</th>"
-            f"<th>discordant (only baseline / only run)</th><th>p (McNemar)</th></tr></thead>"
-            f"<tbody>{''.join(diff_rows)}</tbody></table>"
-            f"<h2>Configuration</h2><pre class='cfg'>{e(json.dumps(comparison['settings'] | {'runs': runs}, indent=2, ensure_ascii=False))}</pre>")
+            f"<td class='num'>{d['only_a']}/{d['only_b']}</td><td class='num' data-sort='{p:.8f}'>{p:.3g}</td></tr>"
+        )
+    body = (
+        f"<h1>Comparison of {len(runs)} runs</h1><p>Baseline: <b>{e(runs[0]['label'])}</b>. Differences are "
+        f"paired on the prompts both runs share: bootstrap {int(100 * comparison['settings']['confidence'])}% "
+        f"intervals over prompts and McNemar's exact test.</p>"
+        f"<h2>Runs</h2><table class='sortable' id='runs'><thead><tr><th>run</th><th>model</th><th>benchmarks</th>"
+        f"<th>detector</th><th>safety (refusal on harmful)</th><th>over-refusal (refusal on benign)</th></tr></thead>"
+        f"<tbody>{run_rows}</tbody></table>"
+        f"<h2>Safety vs over-refusal frontier</h2>{''.join(img(v, k) for k, v in plots.items())}"
+        f"<h2>Per-category differences (run − baseline)</h2>"
+        f"<table class='sortable' id='differences'><thead><tr><th>run</th><th>benchmark</th><th>category</th>"
+        f"<th>role</th><th>shared n</th><th>baseline</th><th>run</th><th>difference</th>"
+        f"<th>discordant (only baseline / only run)</th><th>p (McNemar)</th></tr></thead>"
+        f"<tbody>{''.join(diff_rows)}</tbody></table>"
+        f"<h2>Configuration</h2><pre class='cfg'>{e(json.dumps(comparison['settings'] | {'runs': runs}, indent=2, ensure_ascii=False))}</pre>"
+    )
     return page("refusalkit comparison", body)

@@ -17,7 +17,7 @@ from typing import Any
 from refusalkit.data.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.benchsets import load_eval_examples, split_specs
-from refusalkit.evaluate.judge import (T2I_DETECTOR, detector_error_rates, judge_pending, resolve_detector)
+from refusalkit.evaluate.judge import T2I_DETECTOR, detector_error_rates, judge_pending, resolve_detector
 from refusalkit.evaluate.summary import compute_metrics
 from refusalkit.models.base import GenerationConfig, LanguageModel
 from refusalkit.models.spec import ModelSpec, load_model
@@ -38,8 +38,7 @@ class EvalResult:
     timing: dict[str, float]
 
 
-def load_eval_model(spec: str | ModelSpec, *, batch_size: int = 16,
-                    images_dir: Path | None = None) -> LanguageModel:
+def load_eval_model(spec: str | ModelSpec, *, batch_size: int = 16, images_dir: Path | None = None) -> LanguageModel:
     """Return the model for any ``--model`` spec that :func:`refusalkit.models.spec.load_model` accepts;
     a ``t2i:MODEL@URL`` image endpoint keeps its images in ``images_dir``."""
     return load_model(spec, batch_size=batch_size, images_dir=images_dir)
@@ -53,9 +52,17 @@ def judged_rows(store: RunStore, detector_name: str) -> list[dict[str, Any]]:
         v = verdicts.get(r["id"])
         if v is None:
             continue
-        rows.append({**r, "verdict": v["verdict"], "p_refusal": v["p_refusal"],
-                     "refused": v["verdict"] != "full_compliance", "detector": detector_name,
-                     "convention": v.get("convention"), "convention_label": v.get("convention_label")})
+        rows.append(
+            {
+                **r,
+                "verdict": v["verdict"],
+                "p_refusal": v["p_refusal"],
+                "refused": v["verdict"] != "full_compliance",
+                "detector": detector_name,
+                "convention": v.get("convention"),
+                "convention_label": v.get("convention_label"),
+            }
+        )
     return rows
 
 
@@ -64,8 +71,10 @@ def write_outputs(run_dir: Path, metrics: dict[str, Any], rows: list[dict[str, A
     from refusalkit.evaluate import plots, report
 
     fr = plots.frontier_points(metrics, "overall") + plots.frontier_points(metrics, "", per_category=True)
-    pngs = {"frontier": plots.frontier_plot(fr, f"Safety vs over-refusal: {metrics['run'].get('model')}"),
-            "categories": plots.category_bars(metrics)}
+    pngs = {
+        "frontier": plots.frontier_plot(fr, f"Safety vs over-refusal: {metrics['run'].get('model')}"),
+        "categories": plots.category_bars(metrics),
+    }
     for name, png in pngs.items():
         tmp = run_dir / f".{name}.png.tmp"
         tmp.write_bytes(png)
@@ -75,12 +84,27 @@ def write_outputs(run_dir: Path, metrics: dict[str, Any], rows: list[dict[str, A
     write_text_atomic(run_dir / "report.html", report.run_report(metrics, rows, pngs))
 
 
-def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, detector: str | None = None,
-             limit: int | None = None, seed: int = 0, limit_mode: str = "stratified",
-             data_dir: str | None = None, config: GenerationConfig | None = None, batch_size: int = 16,
-             fresh: bool = False, rejudge: bool = False, sens: float | None = None, spec: float | None = None,
-             n_boot: int = 2000, level: float = 0.95, model: Any = None,
-             on_progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
+def run_eval(
+    benches: Sequence[str],
+    *,
+    model_spec: str,
+    out_dir: str | Path,
+    detector: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    limit_mode: str = "stratified",
+    data_dir: str | None = None,
+    config: GenerationConfig | None = None,
+    batch_size: int = 16,
+    fresh: bool = False,
+    rejudge: bool = False,
+    sens: float | None = None,
+    spec: float | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    model: Any = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> EvalResult:
     """Evaluate ``model_spec`` on ``benches`` into ``out_dir`` and return an :class:`EvalResult`.
 
     ``model`` may be a ready LanguageModel (then ``model_spec`` only names the run). ``rejudge`` keeps the
@@ -101,6 +125,7 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
     examples = load_eval_examples(specs, limit=limit, seed=seed, limit_mode=limit_mode, data_dir=data_dir)
     if model is None:  # every prompt must fit the context before the run store is even created
         from refusalkit.models.context import check_examples
+
         check_examples(ms, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     out = Path(out_dir)
     pass_no = 1
@@ -117,24 +142,46 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
             on_progress("generate", p.done, p.total)
 
     res = run_resumable(
-        examples, model if model is not None else
-        (lambda: load_eval_model(ms, batch_size=batch_size, images_dir=out / "images")),
-        cfg, out, fresh=fresh, outputs=OUTPUTS, kind="eval", model_id=ms.display, key_extra={"kind": "eval"},
-        meta={"input": ",".join(specs), "benchmarks": specs, "limit": limit, "limit_mode": limit_mode,
-              "seed": seed},
-        batch_size=batch_size, on_open=on_open, judge=lambda store: judge_pending(store, det, pass_no=pass_no),
-        on_progress=report, dir_option="--out")
+        examples,
+        model if model is not None else (lambda: load_eval_model(ms, batch_size=batch_size, images_dir=out / "images")),
+        cfg,
+        out,
+        fresh=fresh,
+        outputs=OUTPUTS,
+        kind="eval",
+        model_id=ms.display,
+        key_extra={"kind": "eval"},
+        meta={"input": ",".join(specs), "benchmarks": specs, "limit": limit, "limit_mode": limit_mode, "seed": seed},
+        batch_size=batch_size,
+        on_open=on_open,
+        judge=lambda store: judge_pending(store, det, pass_no=pass_no),
+        on_progress=report,
+        dir_option="--out",
+    )
     with RunStore.open_readonly(out) as store:
         rows = judged_rows(store, det.name)
-    run_info = {"dir": str(out), "model": ms.display, "model_name": res.model_name, "benchmarks": specs,
-                "limit": limit, "limit_mode": limit_mode, "seed": seed, "n_inputs": res.n_inputs,
-                "generation": cfg.to_dict(), "batch_size": batch_size, "run_key": res.key,
-                "created": res.created, "eval_passes": pass_no, "refusalkit_version": _version()}
+    run_info = {
+        "dir": str(out),
+        "model": ms.display,
+        "model_name": res.model_name,
+        "benchmarks": specs,
+        "limit": limit,
+        "limit_mode": limit_mode,
+        "seed": seed,
+        "n_inputs": res.n_inputs,
+        "generation": cfg.to_dict(),
+        "batch_size": batch_size,
+        "run_key": res.key,
+        "created": res.created,
+        "eval_passes": pass_no,
+        "refusalkit_version": _version(),
+    }
     timing: dict[str, Any] = dict(res.timing)
     n_gen, judged = res.n_new, res.n_judged
     t = time.perf_counter()
-    metrics = compute_metrics(rows, run=run_info, detector={"name": det.name}, errors=errors, level=level,
-                              n_boot=n_boot, seed=seed)
+    metrics = compute_metrics(
+        rows, run=run_info, detector={"name": det.name}, errors=errors, level=level, n_boot=n_boot, seed=seed
+    )
     write_outputs(out, metrics, rows)
     timing["metrics_report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
@@ -146,6 +193,7 @@ def run_eval(benches: Sequence[str], *, model_spec: str, out_dir: str | Path, de
 
 def _version() -> str:
     from refusalkit import __version__
+
     return __version__
 
 
@@ -157,11 +205,14 @@ def load_run_outputs(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str
     d = Path(run_dir)
     mp, rp = d / "metrics.json", d / "responses.jsonl"
     if not mp.is_file() or not rp.is_file():
-        raise RefusalkitError(f"{d} is not a finished eval run (no metrics.json/responses.jsonl); "
-                              "run `refusalkit eval ... --out DIR` first")
+        raise RefusalkitError(
+            f"{d} is not a finished eval run (no metrics.json/responses.jsonl); "
+            "run `refusalkit eval ... --out DIR` first"
+        )
     try:
         metrics = json.loads(mp.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         from refusalkit.errors import InputError
+
         raise InputError(f"malformed JSON: {e.msg}", file=str(mp), line=e.lineno) from None
     return metrics, list(iter_jsonl(rp))

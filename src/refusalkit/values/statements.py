@@ -20,8 +20,17 @@ from typing import Any
 from refusalkit.data.io import read_records
 from refusalkit.errors import InputError
 
-LANG_CODES = {"english": "en", "german": "de", "deutsch": "de", "french": "fr", "français": "fr",
-              "italian": "it", "italiano": "it", "turkish": "tr", "türkçe": "tr"}
+LANG_CODES = {
+    "english": "en",
+    "german": "de",
+    "deutsch": "de",
+    "french": "fr",
+    "français": "fr",
+    "italian": "it",
+    "italiano": "it",
+    "turkish": "tr",
+    "türkçe": "tr",
+}
 SUPPORTED = ("en", "de", "fr", "it", "tr")
 _TEXT = ("statement", "Statement", "Original Prompt", "prompt")
 _TRANSL = ("english", "English Translation", "Statement - translated")
@@ -93,8 +102,12 @@ def load_statements(path: str | os.PathLike | None = None, *, languages: list[st
             raise InputError("missing", file=file, line=line, field="language")
         lang = LANG_CODES.get(lang_raw.strip().lower(), lang_raw.strip().lower())
         if lang not in SUPPORTED:
-            raise InputError(f"unsupported language {lang_raw!r}; supported: {', '.join(SUPPORTED)}",
-                             file=file, line=line, field="language")
+            raise InputError(
+                f"unsupported language {lang_raw!r}; supported: {', '.join(SUPPORTED)}",
+                file=file,
+                line=line,
+                field="language",
+            )
         topic = _first(r, ("topic", "Topic", "category"))
         if not isinstance(topic, str) or not topic.strip():
             raise InputError("missing", file=file, line=line, field="topic")
@@ -102,9 +115,19 @@ def load_statements(path: str | os.PathLike | None = None, *, languages: list[st
         if sid in seen:
             raise InputError(f"duplicate id {sid!r}", file=file, line=line, field="id")
         seen.add(sid)
-        used = set(_TEXT) | set(_TRANSL) | {"language", "Language", "topic", "Topic", "category", "id", "ID", "__line__"}
-        out.append(Statement(id=sid, text=text.strip(), language=lang, topic=topic.strip(),
-                             english=_first(r, _TRANSL), meta={k: v for k, v in r.items() if k not in used}))
+        used = (
+            set(_TEXT) | set(_TRANSL) | {"language", "Language", "topic", "Topic", "category", "id", "ID", "__line__"}
+        )
+        out.append(
+            Statement(
+                id=sid,
+                text=text.strip(),
+                language=lang,
+                topic=topic.strip(),
+                english=_first(r, _TRANSL),
+                meta={k: v for k, v in r.items() if k not in used},
+            )
+        )
     if languages:
         bad = [x for x in languages if x not in SUPPORTED]
         if bad:
