@@ -3,37 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from refusalkit.cli import validate
 from refusalkit.cli.common import console, err_console, handle_errors
 
-tokens_app = typer.Typer(no_args_is_help=True, help="Refusal tokens: train once, set each category's refusal "
-                                                    "rate at inference (see docs/refusal-tokens.md).")
+tokens_app = typer.Typer(
+    no_args_is_help=True,
+    help="Refusal tokens: train once, set each category's refusal rate at inference (see docs/refusal-tokens.md).",
+)
 
 
 def _log(msg: str) -> None:
     err_console.print(msg, highlight=False, markup=False)
 
 
-def _split_list(s: Optional[str]) -> Optional[list[str]]:
+def _split_list(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
 @tokens_app.command("train")
 @handle_errors
 def train_cmd(
-    data: Optional[str] = typer.Argument(None, help="Labelled prompts (.jsonl/.csv: prompt, category, label, "
-                                         "optional response); default: coconot_prompts.jsonl in the data root "
-                                         "($REFUSALKIT_DATA or ../shared/data)."),
+    data: str | None = typer.Argument(
+        None,
+        help="Labelled prompts (.jsonl/.csv: prompt, category, label, "
+        "optional response); default: coconot_prompts.jsonl in the data root "
+        "($REFUSALKIT_DATA or ../shared/data).",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Adapter folder to write."),
     model: str = typer.Option("default", "--model", "-m", help="Base model: default | PATH | org/name."),
     mode: str = typer.Option("category", help="category (one token per category) | single ([refuse])."),
-    categories: Optional[str] = typer.Option(None, help="Comma-separated categories (default: those in the data)."),
-    respond_target: str = typer.Option("self", help="self: [respond] + the base model's own answer; "
-                                                    "token: loss on the control token only."),
+    categories: str | None = typer.Option(None, help="Comma-separated categories (default: those in the data)."),
+    respond_target: str = typer.Option(
+        "self", help="self: [respond] + the base model's own answer; token: loss on the control token only."
+    ),
     answer_tokens: int = typer.Option(48, help="Length of the base model's answers used as targets."),
     max_length: int = typer.Option(160, help="Longest training sequence in tokens."),
     epochs: float = typer.Option(2.0),
@@ -45,19 +50,30 @@ def train_cmd(
     lora_alpha: int = typer.Option(16),
     seed: int = typer.Option(1234, help="Seed of the split and of training."),
     save_steps: int = typer.Option(25, help="Checkpoint every N steps (rerun the command to resume)."),
-    work_dir: Optional[Path] = typer.Option(None, help="Base answers and checkpoints (default OUTPUT/_work)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    work_dir: Path | None = typer.Option(None, help="Base answers and checkpoints (default OUTPUT/_work)."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch."),
     fresh: bool = typer.Option(False, help="Discard checkpoints and cached answers."),
-    refine_rows: bool = typer.Option(True, "--refine-rows/--no-refine-rows",
-                                     help="After SFT, refit the control-token rows on the decision (one forward "
-                                          "pass per prompt; separates the categories)."),
+    refine_rows: bool = typer.Option(
+        True,
+        "--refine-rows/--no-refine-rows",
+        help="After SFT, refit the control-token rows on the decision (one forward "
+        "pass per prompt; separates the categories).",
+    ),
 ) -> None:
     """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
     from refusalkit.tokens.data import default_coconot_path
+
     data = data or str(default_coconot_path())
-    for opt, v in (("--answer-tokens", answer_tokens), ("--max-length", max_length), ("--batch-size", batch_size),
-                   ("--grad-accum", grad_accum), ("--lora-r", lora_r), ("--lora-alpha", lora_alpha),
-                   ("--save-steps", save_steps), ("--threads", threads)):
+    for opt, v in (
+        ("--answer-tokens", answer_tokens),
+        ("--max-length", max_length),
+        ("--batch-size", batch_size),
+        ("--grad-accum", grad_accum),
+        ("--lora-r", lora_r),
+        ("--lora-alpha", lora_alpha),
+        ("--save-steps", save_steps),
+        ("--threads", threads),
+    ):
         validate.positive(opt, v)
     validate.above("--epochs", epochs, 0)
     validate.above("--learning-rate", learning_rate, 0)
@@ -69,16 +85,34 @@ def train_cmd(
 
     if threads:
         import torch
+
         torch.set_num_threads(threads)
-    cfg = TrainConfig(data=data, model=model, mode=mode, categories=_split_list(categories),
-                      respond_target=respond_target, answer_tokens=answer_tokens, max_length=max_length,
-                      epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                      grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
-                      save_steps=save_steps, refine_rows=refine_rows)
+    cfg = TrainConfig(
+        data=data,
+        model=model,
+        mode=mode,
+        categories=_split_list(categories),
+        respond_target=respond_target,
+        answer_tokens=answer_tokens,
+        max_length=max_length,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        seed=seed,
+        save_steps=save_steps,
+        refine_rows=refine_rows,
+    )
     info = train_tokens(cfg, output, work_dir=work_dir, log=_log, fresh=fresh)
     if info:
-        console.print(f"adapter written to {output} ({info['global_step']} steps, loss {info['train_loss']:.3f}, "
-                      f"{info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}", markup=False)
+        console.print(
+            f"adapter written to {output} ({info['global_step']} steps, loss {info['train_loss']:.3f}, "
+            f"{info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}",
+            markup=False,
+        )
 
 
 def profile_table(prof: dict):
@@ -96,36 +130,49 @@ def profile_table(prof: dict):
         k = test.get(c, {}).get("contrast")
         ch = cal.get(c, {}).get("harmful")
         tg = prof.get("targets", {}).get(c)
-        t.add_row(c, f"{tg:.0%}" if tg is not None else "-", f"{thr[c]:.3g}" if c in thr else "-",
-                  f"{ch['rate']:.0%}" if ch else "-",
-                  f"{h['rate']:.0%} [{h['ci95'][0]:.0%}, {h['ci95'][1]:.0%}] (n={h['n']})" if h else "-",
-                  f"{k['rate']:.0%} (n={k['n']})" if k else "-")
+        t.add_row(
+            c,
+            f"{tg:.0%}" if tg is not None else "-",
+            f"{thr[c]:.3g}" if c in thr else "-",
+            f"{ch['rate']:.0%}" if ch else "-",
+            f"{h['rate']:.0%} [{h['ci95'][0]:.0%}, {h['ci95'][1]:.0%}] (n={h['n']})" if h else "-",
+            f"{k['rate']:.0%} (n={k['n']})" if k else "-",
+        )
     if prof.get("test"):
         b = prof["test"]["binary"]
         t.caption = f"test split: binary F1 {b['f1']:.3f} (precision {b['precision']:.3f}, recall {b['recall']:.3f}, n={b['n']})"
     rows = prof.get("test_gap_table") or []
     if rows:
         from refusalkit.tokens.calibrate import gap_summary
+
         gs = gap_summary(rows)
         grid = ", ".join(f"{x:.0%}" for x in gs["per_target"])
-        t.caption += (f"\ngap table (targets {grid}): mean |gap| "
-                      f"{100 * gs['mean_abs_gap']:.1f} points, {gs['outside']}/{gs['n']} cells outside the 95% interval")
+        gap = (
+            f"gap table (targets {grid}): mean |gap| "
+            f"{100 * gs['mean_abs_gap']:.1f} points, {gs['outside']}/{gs['n']} cells outside the 95% interval"
+        )
+        # a profile without a test split has no caption yet
+        t.caption = f"{t.caption}\n{gap}" if t.caption else gap
         fl = prof.get("test_gap_floor") or {}
         if "oracle_mean_abs_gap" in fl:
-            t.caption += (f"\nsampling alone at these split sizes: {100 * fl['oracle_mean_abs_gap']:.1f} points with "
-                          f"exact thresholds, {100 * fl.get('calibrated_mean_abs_gap', float('nan')):.1f} with "
-                          f"thresholds from this calibration split "
-                          f"({100 * fl.get('calibrated_outside_share', float('nan')):.0f}% of cells outside)")
+            t.caption += (
+                f"\nsampling alone at these split sizes: {100 * fl['oracle_mean_abs_gap']:.1f} points with "
+                f"exact thresholds, {100 * fl.get('calibrated_mean_abs_gap', float('nan')):.1f} with "
+                f"thresholds from this calibration split "
+                f"({100 * fl.get('calibrated_outside_share', float('nan')):.0f}% of cells outside)"
+            )
     return t
 
 
-def _load(model: str, adapter: Optional[str], batch_size: int = 16):
+def _load(model: str, adapter: str | None, batch_size: int = 16):
     from refusalkit.tokens.model import load_token_model
+
     return load_token_model(model, adapter, batch_size=batch_size)
 
 
-def _examples(input: str, limit: Optional[int]):
+def _examples(input: str, limit: int | None):
     from refusalkit.data.registry import resolve_prompts
+
     return resolve_prompts(input, limit=limit)
 
 
@@ -138,7 +185,7 @@ def score_cmd(
     adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
     temperature: float = typer.Option(1.0, help="Softmax temperature of the scores."),
     batch_size: int = typer.Option(16),
-    limit: Optional[int] = typer.Option(None),
+    limit: int | None = typer.Option(None),
 ) -> None:
     """Write each prompt's control-token probabilities at the first response position (one forward pass)."""
     import time
@@ -152,6 +199,7 @@ def score_cmd(
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     exs = _examples(input, limit)
     from refusalkit.models.context import check_examples
+
     check_examples(model, exs)
     hf, scheme, ids, info = _load(model, adapter, batch_size)
     t0 = time.perf_counter()
@@ -160,7 +208,7 @@ def score_cmd(
     rows = []
     for e, row in zip(exs, q):
         probs = {t: float(v) for t, v in zip(scheme.tokens, row)}
-        top = max(probs, key=probs.get)
+        top = max(probs, key=probs.__getitem__)
         rows.append({**e.to_dict(), "probs": probs, "p_refuse": float(sum(row[:-1])), "top_token": top})
     n = write_jsonl_atomic(output, rows)
     console.print(f"scored {n} prompts in {secs:.1f}s ({n / max(secs, 1e-9):.1f}/s); wrote {output}")
@@ -169,20 +217,27 @@ def score_cmd(
 @tokens_app.command("calibrate")
 @handle_errors
 def calibrate_cmd(
-    data: Optional[str] = typer.Argument(None, help="Labelled prompts; split as the adapter's training data was "
-                                         "(default: coconot_prompts.jsonl in the data root)."),
+    data: str | None = typer.Argument(
+        None,
+        help="Labelled prompts; split as the adapter's training data was "
+        "(default: coconot_prompts.jsonl in the data root).",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Calibration profile (JSON) to write."),
-    target: Optional[str] = typer.Option(None, help="Target refusal rates, e.g. 'Requests with safety "
-                                                    "concerns=0.9,Incomplete requests=0.2' ('*=0.5' for all). "
-                                                    "Without it, thresholds maximise F1."),
+    target: str | None = typer.Option(
+        None,
+        help="Target refusal rates, e.g. 'Requests with safety "
+        "concerns=0.9,Incomplete requests=0.2' ('*=0.5' for all). "
+        "Without it, thresholds maximise F1.",
+    ),
     rule: str = typer.Option("threshold", help="threshold (per category) | argmax (the model's choice)."),
     model: str = typer.Option("default", "--model", "-m"),
     adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
     temperature: float = typer.Option(1.0),
-    name: Optional[str] = typer.Option(None, help="Profile name (default: the file's stem)."),
-    plots: Optional[Path] = typer.Option(None, help="Folder for the curve PNGs (default: beside the profile)."),
-    independent: bool = typer.Option(False, help="The paper's per-category quantiles only (ignore the "
-                                                 "other tokens' refusals)."),
+    name: str | None = typer.Option(None, help="Profile name (default: the file's stem)."),
+    plots: Path | None = typer.Option(None, help="Folder for the curve PNGs (default: beside the profile)."),
+    independent: bool = typer.Option(
+        False, help="The paper's per-category quantiles only (ignore the other tokens' refusals)."
+    ),
     gap_table: bool = typer.Option(False, "--gap-table", help="Also check targets 10/30/50/70/90% on the test split."),
     batch_size: int = typer.Option(16),
 ) -> None:
@@ -191,6 +246,7 @@ def calibrate_cmd(
     import time
 
     from refusalkit.tokens.data import default_coconot_path
+
     data = data or str(default_coconot_path())
 
     from refusalkit.data.io import write_json_atomic
@@ -207,12 +263,14 @@ def calibrate_cmd(
     validate.positive("--batch-size", batch_size)
     if rule not in ("threshold", "argmax"):
         from refusalkit.errors import RefusalkitError
+
         raise RefusalkitError(f"--rule must be threshold or argmax, got {rule!r}")
     validate.output_file("--output", output, inputs=[validate.input_path(data)])
     validate.output_dir("--plots", plots or output.with_suffix(""))
     hf, scheme, ids, info = _load(model, adapter, batch_size)
     splits = calibration_splits(data, info)
     from refusalkit.tokens.model import adapter_hash
+
     # the cache must change whenever the adapter's weights do (a retrained adapter in the same folder)
     key = f"{model}|{adapter_hash(info['adapter']) if info.get('adapter') else None}|{info.get('base_model_sha256')}"
     t0 = time.perf_counter()
@@ -220,10 +278,23 @@ def calibrate_cmd(
     test = score_items(hf, splits["test"], ids, scheme, temperature=temperature, cache_key=key)
     secs = time.perf_counter() - t0
     targets = parse_targets(target, scheme) if target else None
-    prof = build_profile(name=name or output.stem, scheme=scheme, token_ids=ids, info=info, model_spec=model,
-                         model_dir=hf.path, cal=cal, test=test, targets=targets, rule=rule,
-                         temperature=temperature, joint=not independent, data=data,
-                         splits_manifest=split_manifest(splits), gap_targets=TARGET_GRID if gap_table else None)
+    prof = build_profile(
+        name=name or output.stem,
+        scheme=scheme,
+        token_ids=ids,
+        info=info,
+        model_spec=model,
+        model_dir=hf.path,
+        cal=cal,
+        test=test,
+        targets=targets,
+        rule=rule,
+        temperature=temperature,
+        joint=not independent,
+        data=data,
+        splits_manifest=split_manifest(splits),
+        gap_targets=TARGET_GRID if gap_table else None,
+    )
     prof["scoring_seconds"] = round(secs, 2)
     write_json_atomic(output, prof)
     cdir = plots or output.with_suffix("")
@@ -240,21 +311,24 @@ def calibrate_cmd(
 def generate_cmd(
     input: str = typer.Argument(..., help="Prompt file (.jsonl/.csv with 'prompt') or benchmark name."),
     output: Path = typer.Option(..., "-o", "--output", help="JSONL: responses with the chosen control token."),
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile file or shipped name "
-                                                                       "(strict, balanced, lenient)."),
-    rule: Optional[str] = typer.Option(None, help="Without a profile: argmax | threshold (with --thresholds) | "
-                                                  "set (with --controlled, --set-threshold) | free (no control)."),
-    thresholds: Optional[str] = typer.Option(None, help="For --rule threshold: 'CATEGORY=T,...' ('*=T' for all)."),
-    controlled: Optional[str] = typer.Option(None, help="For --rule set: comma-separated categories in S "
-                                                        "(default: all)."),
+    profile: str | None = typer.Option(
+        None, "--profile", "-p", help="Profile file or shipped name (strict, balanced, lenient)."
+    ),
+    rule: str | None = typer.Option(
+        None,
+        help="Without a profile: argmax | threshold (with --thresholds) | "
+        "set (with --controlled, --set-threshold) | free (no control).",
+    ),
+    thresholds: str | None = typer.Option(None, help="For --rule threshold: 'CATEGORY=T,...' ('*=T' for all)."),
+    controlled: str | None = typer.Option(None, help="For --rule set: comma-separated categories in S (default: all)."),
     set_threshold: float = typer.Option(0.5, help="For --rule set: the one threshold of S."),
     temperature: float = typer.Option(1.0, help="Softmax temperature (without a profile)."),
     model: str = typer.Option("default", "--model", "-m"),
     adapter: str = typer.Option("bundled", help="Adapter folder, or 'bundled'."),
     max_new_tokens: int = typer.Option(256),
     batch_size: int = typer.Option(16),
-    limit: Optional[int] = typer.Option(None),
-    run_dir: Optional[Path] = typer.Option(None, help="Run directory (default: derived from the settings)."),
+    limit: int | None = typer.Option(None),
+    run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the settings)."),
 ) -> None:
     """Generate with a refusal policy; every answer carries the control token chosen and its category.
     Each finished batch is saved; rerunning resumes."""
@@ -275,43 +349,70 @@ def generate_cmd(
     exs = _examples(input, limit)
     prof = load_profile(profile) if profile else None
     from refusalkit.errors import RefusalkitError
+
     if prof is None and rule not in (None, "argmax", "free", "threshold", "set"):
         raise RefusalkitError(f"unknown --rule {rule!r}; use argmax, threshold, set or free, or give --profile")
     if prof is None and rule == "threshold" and not thresholds:
         raise RefusalkitError("--rule threshold needs --thresholds 'CATEGORY=T,...'")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     from refusalkit.models.context import check_examples
+
     check_examples(model, exs, max_new_tokens=max_new_tokens)
-    policy_desc = prof["policy"] if prof else {"rule": rule or "argmax", "thresholds": thresholds,
-                                               "controlled": controlled, "set_threshold": set_threshold,
-                                               "temperature": temperature}
+    policy_desc = (
+        prof["policy"]
+        if prof
+        else {
+            "rule": rule or "argmax",
+            "thresholds": thresholds,
+            "controlled": controlled,
+            "set_threshold": set_threshold,
+            "temperature": temperature,
+        }
+    )
 
     def policy_model() -> PolicyModel:
         """Load the model with the adapter and wrap it in the policy (only when something is pending)."""
         hf, scheme, ids, info = _load(model, adapter, batch_size)
         if prof is not None:
             if prof.get("token_ids") and prof["token_ids"] != ids:
-                raise RefusalkitError(f"profile {prof['__path__']} was calibrated for token ids "
-                                      f"{prof['token_ids']}, this model has {ids}")
+                raise RefusalkitError(
+                    f"profile {prof['__path__']} was calibrated for token ids {prof['token_ids']}, this model has {ids}"
+                )
             policy = policy_from_profile(prof)
         elif rule == "free":
             policy = None
         elif rule == "threshold":
             from refusalkit.tokens.calibrate import parse_targets
+
             policy = Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
         elif rule == "set":
-            policy = Policy(scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold,
-                            temperature=temperature)
+            policy = Policy(
+                scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold, temperature=temperature
+            )
         else:
             policy = Policy(scheme, rule="argmax", temperature=temperature)
-        return PolicyModel(hf, policy, ids, emit_respond=emits_respond(info),
-                           answer_model=answer_model_for(model, info, batch_size) if policy is not None else None)
+        return PolicyModel(
+            hf,
+            policy,
+            ids,
+            emit_respond=emits_respond(info),
+            answer_model=answer_model_for(model, info, batch_size) if policy is not None else None,
+        )
 
     t0 = time.perf_counter()
     with RunBar() as bar:
-        res = run_resumable(exs, policy_model, cfg, run_dir, kind="tokens", model_id=f"{model}|{adapter}",
-                            key_extra={"policy": policy_desc}, batch_size=batch_size, on_progress=bar,
-                            meta={"model": model, "adapter": adapter, "policy": policy_desc, "input": input})
+        res = run_resumable(
+            exs,
+            policy_model,
+            cfg,
+            run_dir,
+            kind="tokens",
+            model_id=f"{model}|{adapter}",
+            key_extra={"policy": policy_desc},
+            batch_size=batch_size,
+            on_progress=bar,
+            meta={"model": model, "adapter": adapter, "policy": policy_desc, "input": input},
+        )
     rdir = res.run_dir
     rows = []
     with RunStore.open_readonly(rdir) as store:
@@ -322,8 +423,10 @@ def generate_cmd(
             rows.append(r)
     n = write_jsonl_atomic(output, rows)
     refused = sum(1 for r in rows if r.get("refused"))
-    console.print(f"wrote {n} responses to {output} ({refused} with a refusal token; run: {rdir}; "
-                  f"{time.perf_counter() - t0:.1f}s)")
+    console.print(
+        f"wrote {n} responses to {output} ({refused} with a refusal token; run: {rdir}; "
+        f"{time.perf_counter() - t0:.1f}s)"
+    )
 
 
 @tokens_app.command("logit-bias")

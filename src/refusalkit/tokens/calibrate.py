@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,9 @@ def parse_targets(spec: str, scheme: TokenScheme) -> dict[str, float]:
     star = None
     for part in [p for p in spec.split(",") if p.strip()]:
         if "=" not in part:
-            raise RefusalkitError(f"bad --target item {part!r}: expected CATEGORY=RATE, e.g. "
-                                  "'Requests with safety concerns=0.9'")
+            raise RefusalkitError(
+                f"bad --target item {part!r}: expected CATEGORY=RATE, e.g. 'Requests with safety concerns=0.9'"
+            )
         name, _, val = part.rpartition("=")
         name, val = name.strip(), val.strip()
         try:
@@ -61,9 +63,16 @@ def parse_targets(spec: str, scheme: TokenScheme) -> dict[str, float]:
     return out
 
 
-def score_prompts(hf: Any, prompts: list[str], token_ids: dict[str, int], scheme: TokenScheme, *,
-                  temperature: float = 1.0, batch_size: int = 16,
-                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+def score_prompts(
+    hf: Any,
+    prompts: list[str],
+    token_ids: dict[str, int],
+    scheme: TokenScheme,
+    *,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Return ``[n, len(scheme.tokens)]`` control-token probabilities at the first response position.
 
     One forward pass per prompt, no generation.
@@ -74,7 +83,7 @@ def score_prompts(hf: Any, prompts: list[str], token_ids: dict[str, int], scheme
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     out = np.zeros((len(prompts), len(ids)))
     for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         logits = hf.next_token_logits([prompts[i] for i in idx], batch_size=len(idx))
         out[idx] = control_probs(logits, ids, temperature)
         if on_batch:
@@ -99,16 +108,27 @@ def _threshold_passing(q: np.ndarray, m: int) -> float:
         return 1.0
     lo = lambda x: math.log(max(x, 1e-30))  # noqa: E731
     if m <= 0:
-        return float(min(1.0, math.exp(lo(s[0]) + 0.5 * abs(lo(s[0])) * 0 + math.log(2.0)))) if s[0] < 0.5 \
+        return (
+            float(min(1.0, math.exp(lo(s[0]) + 0.5 * abs(lo(s[0])) * 0 + math.log(2.0))))
+            if s[0] < 0.5
             else float((s[0] + 1.0) / 2)
+        )
     if m >= n:
         return float(math.exp(lo(s[-1]) - math.log(2.0)))
     return float(math.exp((lo(s[m - 1]) + lo(s[m])) / 2))
 
 
-def thresholds_for_rates(q: np.ndarray, categories: list[str | None], refuse: np.ndarray, scheme: TokenScheme,
-                         targets: dict[str, float], *, joint: bool = True, rounds: int = 8,
-                         base: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+def thresholds_for_rates(
+    q: np.ndarray,
+    categories: list[str | None],
+    refuse: np.ndarray,
+    scheme: TokenScheme,
+    targets: dict[str, float],
+    *,
+    joint: bool = True,
+    rounds: int = 8,
+    base: dict[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Return ``(thresholds, notes)``: per category, the threshold whose refusal rate on the category's
     should-not-comply calibration prompts is closest to its target.
 
@@ -119,8 +139,15 @@ def thresholds_for_rates(q: np.ndarray, categories: list[str | None], refuse: np
     """
     cats = ["*"] if scheme.mode == "single" else list(scheme.categories)
     thr: dict[str, float] = dict(base or {})
-    members = {c: np.array([(_cat_index(scheme, categories[i]) == k or scheme.mode == "single") and refuse[i]
-                            for i in range(len(categories))]) for k, c in enumerate(cats)}
+    members = {
+        c: np.array(
+            [
+                (_cat_index(scheme, categories[i]) == k or scheme.mode == "single") and refuse[i]
+                for i in range(len(categories))
+            ]
+        )
+        for k, c in enumerate(cats)
+    }
     for k, c in enumerate(cats):
         if c in targets:
             mask = members[c]
@@ -216,12 +243,15 @@ def rates_by_category(refused: np.ndarray, categories: list[str | None], refuse:
     prec = tp / (tp + fp) if tp + fp else 0.0
     rec = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    return {"per_category": per, "binary": {"precision": prec, "recall": rec, "f1": f1, "n": int(len(y)),
-                                            "tp": tp, "fp": fp, "fn": fn}}
+    return {
+        "per_category": per,
+        "binary": {"precision": prec, "recall": rec, "f1": f1, "n": int(len(y)), "tp": tp, "fp": fp, "fn": fn},
+    }
 
 
-def curves(q: np.ndarray, categories: list[str | None], refuse: np.ndarray, scheme: TokenScheme,
-           n_points: int = 200) -> dict[str, dict[str, list[float]]]:
+def curves(
+    q: np.ndarray, categories: list[str | None], refuse: np.ndarray, scheme: TokenScheme, n_points: int = 200
+) -> dict[str, dict[str, list[float]]]:
     """Return per category the refusal-rate-vs-threshold curve (own token; on the category's
     should-not-comply and contrast prompts), the ROC (positives: the category's should-not-comply prompts;
     negatives: all contrast prompts) with its AUC, and F1 per threshold."""
@@ -248,20 +278,31 @@ def curves(q: np.ndarray, categories: list[str | None], refuse: np.ndarray, sche
         auc = None
         if neg.any():
             from sklearn.metrics import roc_auc_score
-            auc = float(roc_auc_score(np.r_[np.ones(pos.sum()), np.zeros(neg.sum())],
-                                      np.r_[qk[pos], qk[neg]]))
-        out[c] = {"threshold": grid.tolist(), "rate": rate, "contrast_rate": crate, "tpr": rate, "fpr": fpr,
-                  "f1": f1, "auc": auc, "n_harmful": int(pos.sum()), "n_contrast": int(con.sum()),
-                  "n_negatives": int(neg.sum())}
+
+            auc = float(roc_auc_score(np.r_[np.ones(pos.sum()), np.zeros(neg.sum())], np.r_[qk[pos], qk[neg]]))
+        out[c] = {
+            "threshold": grid.tolist(),
+            "rate": rate,
+            "contrast_rate": crate,
+            "tpr": rate,
+            "fpr": fpr,
+            "f1": f1,
+            "auc": auc,
+            "n_harmful": int(pos.sum()),
+            "n_contrast": int(con.sum()),
+            "n_negatives": int(neg.sum()),
+        }
     return out
 
 
-def plot_curves(curve_data: dict[str, Any], out_dir: Any, *, thresholds: dict[str, float] | None = None,
-                title: str = "") -> list[str]:
+def plot_curves(
+    curve_data: dict[str, Any], out_dir: Any, *, thresholds: dict[str, float] | None = None, title: str = ""
+) -> list[str]:
     """Write ``rate_vs_threshold.png``, ``roc.png`` and ``f1.png`` to ``out_dir``; return their paths."""
     from pathlib import Path
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -280,8 +321,7 @@ def plot_curves(curve_data: dict[str, Any], out_dir: Any, *, thresholds: dict[st
             else:
                 ax.plot(d["threshold"][1:], d["rate"][1:], color=color, label=f"{c}: should refuse")
                 if d["n_contrast"]:
-                    ax.plot(d["threshold"][1:], d["contrast_rate"][1:], color=color, ls="--",
-                            label=f"{c}: contrast")
+                    ax.plot(d["threshold"][1:], d["contrast_rate"][1:], color=color, ls="--", label=f"{c}: contrast")
             if thresholds and c in thresholds and name != "roc":
                 ax.axvline(thresholds[c], color=color, ls=":", lw=1)
         if name == "roc":
@@ -301,9 +341,19 @@ def plot_curves(curve_data: dict[str, Any], out_dir: Any, *, thresholds: dict[st
     return paths
 
 
-def gap_table(q_cal: np.ndarray, cats_cal: list, y_cal: np.ndarray, q_test: np.ndarray, cats_test: list,
-              y_test: np.ndarray, scheme: TokenScheme, *, targets: tuple[float, ...] = TARGET_GRID,
-              temperature: float = 1.0, joint: bool = True) -> list[dict[str, Any]]:
+def gap_table(
+    q_cal: np.ndarray,
+    cats_cal: list,
+    y_cal: np.ndarray,
+    q_test: np.ndarray,
+    cats_test: list,
+    y_test: np.ndarray,
+    scheme: TokenScheme,
+    *,
+    targets: tuple[float, ...] = TARGET_GRID,
+    temperature: float = 1.0,
+    joint: bool = True,
+) -> list[dict[str, Any]]:
     """Return one row per (target, category): the calibrated threshold, the achieved test-split rate with
     its 95% Wilson interval, the gap, and whether the target lies inside the interval. Every category gets
     the same target at once (one policy per target)."""
@@ -315,15 +365,31 @@ def gap_table(q_cal: np.ndarray, cats_cal: list, y_cal: np.ndarray, q_test: np.n
         refused = pol.refuses(q_test)
         rates = rates_by_category(refused, cats_test, y_test)["per_category"]
         for c in cats:
-            h = rates.get(c, {}).get("harmful") if scheme.mode == "category" else \
-                {"refused": int(refused[y_test.astype(bool)].sum()), "n": int(y_test.sum()),
-                 "rate": float(refused[y_test.astype(bool)].mean())}
+            h: dict[str, Any] | None = (
+                rates.get(c, {}).get("harmful")
+                if scheme.mode == "category"
+                else {
+                    "refused": int(refused[y_test.astype(bool)].sum()),
+                    "n": int(y_test.sum()),
+                    "rate": float(refused[y_test.astype(bool)].mean()),
+                }
+            )
             if not h:
                 continue
             lo, hi = wilson(h["refused"], h["n"])
-            rows.append({"target": r, "category": c, "threshold": thr[c], "n": h["n"], "achieved": h["rate"],
-                         "ci95": [lo, hi], "gap": h["rate"] - r, "within_ci": lo <= r <= hi,
-                         "infeasible": c in notes["infeasible"]})
+            rows.append(
+                {
+                    "target": r,
+                    "category": c,
+                    "threshold": thr[c],
+                    "n": h["n"],
+                    "achieved": h["rate"],
+                    "ci95": [lo, hi],
+                    "gap": h["rate"] - r,
+                    "within_ci": lo <= r <= hi,
+                    "infeasible": c in notes["infeasible"],
+                }
+            )
     return rows
 
 
@@ -334,6 +400,9 @@ def gap_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         by_t[r["target"]].append(abs(r["gap"]))
     gaps = [g for v in by_t.values() for g in v]
-    return {"mean_abs_gap": sum(gaps) / len(gaps) if gaps else None,
-            "outside": sum(not r["within_ci"] for r in rows), "n": len(rows),
-            "per_target": {t: sum(v) / len(v) for t, v in sorted(by_t.items())}}
+    return {
+        "mean_abs_gap": sum(gaps) / len(gaps) if gaps else None,
+        "outside": sum(not r["within_ci"] for r in rows),
+        "n": len(rows),
+        "per_target": {t: sum(v) / len(v) for t, v in sorted(by_t.items())},
+    }

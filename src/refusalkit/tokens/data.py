@@ -84,8 +84,13 @@ class LabelledPrompt:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the record."""
-        d = {"id": self.id, "prompt": self.prompt, "category": self.category, "label": self.label,
-             "expected": "refuse" if self.refuse else "comply"}
+        d = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "category": self.category,
+            "label": self.label,
+            "expected": "refuse" if self.refuse else "comply",
+        }
         if self.response is not None:
             d["response"] = self.response
         return {**self.meta, **d}
@@ -110,30 +115,32 @@ def read_labelled(path: str | os.PathLike) -> list[LabelledPrompt]:
         elif low in COMPLY_LABELS:
             refuse = False
         else:
-            raise InputError(f"unknown label {label!r}; use should_not_comply/refuse/unsafe or "
-                             "should_comply/comply/safe", file=file, line=line, field="label")
+            raise InputError(
+                f"unknown label {label!r}; use should_not_comply/refuse/unsafe or should_comply/comply/safe",
+                file=file,
+                line=line,
+                field="label",
+            )
         cat = row.get("category")
         if cat is not None and not isinstance(cat, str):
-            raise InputError(f"expected a string, got {type(cat).__name__}", file=file, line=line,
-                             field="category")
+            raise InputError(f"expected a string, got {type(cat).__name__}", file=file, line=line, field="category")
         if refuse and not (cat and cat.strip()):
             raise InputError("a prompt to refuse needs a category", file=file, line=line, field="category")
         resp = row.get("response")
         if resp is not None and not isinstance(resp, str):
-            raise InputError(f"expected a string, got {type(resp).__name__}", file=file, line=line,
-                             field="response")
+            raise InputError(f"expected a string, got {type(resp).__name__}", file=file, line=line, field="response")
         rid = str(row.get("id", f"line-{line}"))
         if rid in seen:
             raise InputError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=file, line=line, field="id")
         seen[rid] = line  # type: ignore[assignment]
-        meta = {k: v for k, v in row.items() if k not in ("__line__", "id", "prompt", "label", "category",
-                                                           "response")}
+        meta = {k: v for k, v in row.items() if k not in ("__line__", "id", "prompt", "label", "category", "response")}
         out.append(LabelledPrompt(rid, prompt, cat.strip() if cat else None, refuse, resp or None, label, meta))
     return out
 
 
-def stratified_split(items: list[LabelledPrompt], *, seed: int = DEFAULT_SEED,
-                     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> dict[str, list[LabelledPrompt]]:
+def stratified_split(
+    items: list[LabelledPrompt], *, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> dict[str, list[LabelledPrompt]]:
     """Return ``{"train", "calibration", "test"}`` lists, stratified by (category, label), deterministic.
 
     Within each stratum the ids are sorted, shuffled with ``seed`` and cut by ``fractions``, so the split
@@ -152,8 +159,8 @@ def stratified_split(items: list[LabelledPrompt], *, seed: int = DEFAULT_SEED,
         n_train = round(n * fractions[0])
         n_cal = round(n * (fractions[0] + fractions[1])) - n_train
         out["train"] += group[:n_train]
-        out["calibration"] += group[n_train:n_train + n_cal]
-        out["test"] += group[n_train + n_cal:]
+        out["calibration"] += group[n_train : n_train + n_cal]
+        out["test"] += group[n_train + n_cal :]
     return out
 
 
@@ -180,8 +187,13 @@ def refusal_text(item: LabelledPrompt, scheme: TokenScheme) -> str:
     return texts[k]
 
 
-def tag_examples(items: list[LabelledPrompt], scheme: TokenScheme, answers: dict[str, str] | None = None,
-                 *, respond_target: str = "self") -> list[dict[str, Any]]:
+def tag_examples(
+    items: list[LabelledPrompt],
+    scheme: TokenScheme,
+    answers: dict[str, str] | None = None,
+    *,
+    respond_target: str = "self",
+) -> list[dict[str, Any]]:
     """Return tagged training targets: ``{"id", "prompt", "token", "text", "token_only"}`` per prompt.
 
     Refusals get their category's token and a refusal text. Answers get ``[respond]`` and, with
@@ -193,8 +205,15 @@ def tag_examples(items: list[LabelledPrompt], scheme: TokenScheme, answers: dict
     out = []
     for it in items:
         if it.refuse:
-            out.append({"id": it.id, "prompt": it.prompt, "token": scheme.refusal_token(it.category),
-                        "text": refusal_text(it, scheme), "token_only": False})
+            out.append(
+                {
+                    "id": it.id,
+                    "prompt": it.prompt,
+                    "token": scheme.refusal_token(it.category),
+                    "text": refusal_text(it, scheme),
+                    "token_only": False,
+                }
+            )
         elif respond_target == "token" and not it.response:
             out.append({"id": it.id, "prompt": it.prompt, "token": RESPOND, "text": "", "token_only": True})
         else:
@@ -208,4 +227,5 @@ def tag_examples(items: list[LabelledPrompt], scheme: TokenScheme, answers: dict
 def default_coconot_path() -> Path:
     """Return ``coconot_prompts.jsonl`` in the data root (``$REFUSALKIT_DATA`` or ``../shared/data``)."""
     from refusalkit.data.registry import data_root
+
     return data_root() / "coconot_prompts.jsonl"

@@ -33,9 +33,14 @@ def _calibrated_rates(rng: np.random.Generator, n_cal: int, target: float, sims:
     return 1.0 - thr  # uniform scores: P(score >= thr)
 
 
-def sampling_floor(n_cal: Mapping[str, int], n_test: Mapping[str, int],
-                   targets: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), *, sims: int = 4000,
-                   seed: int = 0) -> dict[str, Any]:
+def sampling_floor(
+    n_cal: Mapping[str, int],
+    n_test: Mapping[str, int],
+    targets: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    *,
+    sims: int = 4000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Return the mean absolute gap (in rate units) and the share of cells whose target falls outside the
     achieved rate's 95% Wilson interval that sampling alone produces, for a gap table over ``targets`` and
     the categories of ``n_test`` (calibration/test prompts to refuse per category):
@@ -44,16 +49,21 @@ def sampling_floor(n_cal: Mapping[str, int], n_test: Mapping[str, int],
     - ``calibrated``: thresholds from a calibration split of ``n_cal[c]`` prompts (both noises).
     """
     rng = np.random.default_rng(seed)
-    cells = []
+    cells: list[dict[str, Any]] = []
     for cat, nt in n_test.items():
         nc = n_cal.get(cat, 0)
         if nt <= 0:
             continue
         for r in targets:
             k_or = rng.binomial(nt, r, sims)
-            row = {"category": cat, "target": r, "n_cal": nc, "n_test": nt,
-                   "oracle_abs_gap": float(np.abs(k_or / nt - r).mean()),
-                   "oracle_outside": _outside_share(k_or, nt, r)}
+            row: dict[str, Any] = {
+                "category": cat,
+                "target": r,
+                "n_cal": nc,
+                "n_test": nt,
+                "oracle_abs_gap": float(np.abs(k_or / nt - r).mean()),
+                "oracle_outside": _outside_share(k_or, nt, r),
+            }
             if nc > 0:
                 k_cal = rng.binomial(nt, _calibrated_rates(rng, nc, r, sims))
                 row["calibrated_abs_gap"] = float(np.abs(k_cal / nt - r).mean())
@@ -66,8 +76,9 @@ def sampling_floor(n_cal: Mapping[str, int], n_test: Mapping[str, int],
         gaps = [c[f"{kind}_abs_gap"] for c in cells if f"{kind}_abs_gap" in c]
         if gaps:
             out[f"{kind}_mean_abs_gap"] = float(np.mean(gaps))
-            out[f"{kind}_outside_share"] = float(np.mean([c[f"{kind}_outside"] for c in cells
-                                                          if f"{kind}_outside" in c]))
+            out[f"{kind}_outside_share"] = float(
+                np.mean([c[f"{kind}_outside"] for c in cells if f"{kind}_outside" in c])
+            )
     return out
 
 

@@ -18,8 +18,16 @@ class PolicyModel:
     HFModel of the base model) writes the answers the policy decides to give (``meta["answered_by"]``).
     """
 
-    def __init__(self, hf: Any, policy: Policy | None, token_ids: dict[str, int], *, name: str | None = None,
-                 emit_respond: bool = True, answer_model: Any = None):
+    def __init__(
+        self,
+        hf: Any,
+        policy: Policy | None,
+        token_ids: dict[str, int],
+        *,
+        name: str | None = None,
+        emit_respond: bool = True,
+        answer_model: Any = None,
+    ):
         self.hf = hf
         self.answer_model = answer_model
         self.policy = policy
@@ -27,8 +35,9 @@ class PolicyModel:
         self.processor = RefusalTokenProcessor(policy, token_ids, emit_respond=emit_respond)
         self.name = name or hf.name
 
-    def generate(self, prompts: list[PromptLike], config: GenerationConfig | None = None, *,
-                 batch_size: int | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[PromptLike], config: GenerationConfig | None = None, *, batch_size: int | None = None
+    ) -> list[Generation]:
         """Return one Generation per prompt, in input order, each with the policy's decision in ``meta``."""
         cfg = config or GenerationConfig()
         bs = batch_size or self.hf.batch_size
@@ -38,29 +47,39 @@ class PolicyModel:
         # Batches are formed here in the order HFModel would use (by rendered length, stable), so that inside
         # each call its own ordering is the identity and the processor's records line up with the rows.
         order = sorted(range(len(prompts)), key=lambda i: len(self.hf.render(prompts[i], cfg.system_prompt)))
-        out: list[Generation | None] = [None] * len(prompts)
+        out: dict[int, Generation] = {}  # prompt index -> generation; `order` is a permutation, so all get one
         for s in range(0, len(order), bs):
-            idx = order[s:s + bs]
+            idx = order[s : s + bs]
             self.processor.reset()
-            gens = self.hf.generate([prompts[i] for i in idx], cfg, logits_processor=self.processor,
-                                    batch_size=len(idx))
+            gens = self.hf.generate(
+                [prompts[i] for i in idx], cfg, logits_processor=self.processor, batch_size=len(idx)
+            )
             recs = self.processor.records
             if len(recs) != len(idx):
                 raise RuntimeError(f"the policy saw {len(recs)} rows for a batch of {len(idx)}")
             for i, g, r in zip(idx, gens, recs):
-                g.meta.update({"control_token": r["token"], "control_category": r["category"],
-                               "refused": r["refused"], "probs": r["probs"]})
+                g.meta.update(
+                    {
+                        "control_token": r["token"],
+                        "control_category": r["category"],
+                        "refused": r["refused"],
+                        "probs": r["probs"],
+                    }
+                )
                 out[i] = g
             answer = [i for i, r in zip(idx, recs) if not r["refused"]]
             if self.answer_model is not None and answer:
                 # the [respond] decision is carried out by the answer model (the base model): an adapter
                 # trained with the loss on the control token only never learned text after [respond]
-                for i, g in zip(answer, self.answer_model.generate([prompts[i] for i in answer], cfg,
-                                                                   batch_size=len(answer))):
-                    g.meta.update({k: out[i].meta[k] for k in ("control_token", "control_category", "refused",
-                                                               "probs")}, answered_by="base")
+                for i, g in zip(
+                    answer, self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
+                ):
+                    g.meta.update(
+                        {k: out[i].meta[k] for k in ("control_token", "control_category", "refused", "probs")},
+                        answered_by="base",
+                    )
                     out[i] = g
-        return out  # type: ignore[return-value]
+        return [out[i] for i in range(len(prompts))]
 
 
 def emits_respond(info: dict[str, Any]) -> bool:
@@ -76,4 +95,5 @@ def answer_model_for(model_spec: str, info: dict[str, Any], batch_size: int = 16
     if emits_respond(info) or info.get("adapter") is None:
         return None
     from refusalkit.models.spec import load_model
+
     return load_model(model_spec, batch_size=batch_size)

@@ -31,8 +31,10 @@ def resolve_adapter(adapter: str | os.PathLike) -> Path:
     verify(p)  # first, so that a file the manifest lists is named when it is missing
     needs = (TOKENS_FILE, "adapter_config.json", ADAPTER_WEIGHTS)
     if not all((p / f).is_file() for f in needs):
-        raise RefusalkitError(f"{p} is not a refusal-token adapter (needs {', '.join(needs)}); "
-                              "train one with `refusalkit tokens train` or use --adapter bundled")
+        raise RefusalkitError(
+            f"{p} is not a refusal-token adapter (needs {', '.join(needs)}); "
+            "train one with `refusalkit tokens train` or use --adapter bundled"
+        )
     for f in sorted(p.glob("*.safetensors")):
         _check_safetensors(f)
     return p
@@ -47,7 +49,9 @@ def _check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="np") as fh:
             fh.keys()
     except Exception as e:  # SafetensorError for a bad header; OSError
-        raise ArtifactError(path, f"damaged weights file: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
+        raise ArtifactError(
+            path, f"damaged weights file: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        ) from None
 
 
 def read_adapter_info(adapter_dir: str | os.PathLike) -> dict[str, Any]:
@@ -83,8 +87,13 @@ def adapter_hash(adapter_dir: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_token_model(model: str = "default", adapter: str | os.PathLike | None = "bundled", *,
-                     batch_size: int = 16, device: str | None = None):
+def load_token_model(
+    model: str = "default",
+    adapter: str | os.PathLike | None = "bundled",
+    *,
+    batch_size: int = 16,
+    device: str | None = None,
+):
     """Return ``(hf_model, scheme, token_ids, info)``: an HFModel whose tokenizer has the control tokens
     and whose weights have the adapter merged in.
 
@@ -95,8 +104,10 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
     from refusalkit.tokens.scheme import add_control_tokens
 
     if ModelSpec.parse(model).is_endpoint:
-        raise RefusalkitError("refusal-token scoring needs a local model (its logits); for an endpoint use "
-                              "`refusalkit tokens logit-bias` with a server that serves the merged model")
+        raise RefusalkitError(
+            "refusal-token scoring needs a local model (its logits); for an endpoint use "
+            "`refusalkit tokens logit-bias` with a server that serves the merged model"
+        )
     info: dict[str, Any] = {"adapter": None}
     if adapter is None:
         scheme = TokenScheme()
@@ -114,21 +125,27 @@ def load_token_model(model: str = "default", adapter: str | os.PathLike | None =
     if adapter is not None:
         expected = info.get("token_ids") or {}
         if expected and any(ids.get(t) != i for t, i in expected.items()):
-            raise RefusalkitError(f"the control tokens got ids {ids} but the adapter was trained with {expected}; "
-                                  "use the base model the adapter was trained on")
+            raise RefusalkitError(
+                f"the control tokens got ids {ids} but the adapter was trained with {expected}; "
+                "use the base model the adapter was trained on"
+            )
         from peft import PeftModel
+
         try:
             peft_model = PeftModel.from_pretrained(hf.model, str(adir))
         except Exception as e:  # safetensors header errors, shape mismatches, bad adapter_config.json ...
-            raise ArtifactError(adir, f"cannot load the LoRA adapter: {type(e).__name__}: "
-                                f"{(str(e).splitlines() or [''])[0][:300]}") from None
+            raise ArtifactError(
+                adir, f"cannot load the LoRA adapter: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            ) from None
         hf.model = peft_model.merge_and_unload()
         if (adir / OUTPUT_ROWS_FILE).is_file():
             try:
                 untie_output_rows(hf.model, adir / OUTPUT_ROWS_FILE)
             except Exception as e:  # a damaged or foreign rows file
-                raise ArtifactError(adir / OUTPUT_ROWS_FILE, f"damaged output rows: {type(e).__name__}: "
-                                    f"{(str(e).splitlines() or [''])[0][:300]}") from None
+                raise ArtifactError(
+                    adir / OUTPUT_ROWS_FILE,
+                    f"damaged output rows: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}",
+                ) from None
         hf.model.eval()
     return hf, scheme, ids, info
 
@@ -149,8 +166,9 @@ def untie_output_rows(model: Any, rows_file: str | os.PathLike) -> None:
     inp = model.get_input_embeddings()
     with torch.no_grad():
         if out.weight.data_ptr() == inp.weight.data_ptr():
-            new = torch.nn.Linear(inp.weight.shape[1], inp.weight.shape[0], bias=False,
-                                  dtype=inp.weight.dtype, device=inp.weight.device)
+            new = torch.nn.Linear(
+                inp.weight.shape[1], inp.weight.shape[0], bias=False, dtype=inp.weight.dtype, device=inp.weight.device
+            )
             new.weight.copy_(inp.weight)
             model.set_output_embeddings(new)
             out = new

@@ -104,11 +104,16 @@ class Policy:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], scheme: TokenScheme) -> "Policy":
+    def from_dict(cls, d: dict[str, Any], scheme: TokenScheme) -> Policy:
         """Return the policy stored by :meth:`to_dict`."""
-        return cls(scheme=scheme, rule=d.get("rule", "threshold"), thresholds=dict(d.get("thresholds") or {}),
-                   temperature=float(d.get("temperature", 1.0)), controlled=d.get("controlled"),
-                   threshold=float(d.get("threshold", 0.5)))
+        return cls(
+            scheme=scheme,
+            rule=d.get("rule", "threshold"),
+            thresholds=dict(d.get("thresholds") or {}),
+            temperature=float(d.get("temperature", 1.0)),
+            controlled=d.get("controlled"),
+            threshold=float(d.get("threshold", 0.5)),
+        )
 
     # --- OpenAI-compatible servers ------------------------------------------------------------------------
     def logit_bias(self, token_ids: dict[str, int]) -> tuple[dict[str, float], list[str]]:
@@ -126,13 +131,15 @@ class Policy:
         several refusal tokens pass, the server picks the largest biased logit, not the largest ``q``.
         The softmax temperature cannot be expressed (biases act before the server's own sampling).
         """
-        notes = ["apply to a max_tokens=1 request (temperature 0), then continue with the chosen token "
-                 "appended and no biases: biases act at every position",
-                 "the server must serve the adapter-merged model with the control tokens in its vocabulary "
-                 "(export with `refusalkit tokens merge`)",
-                 "a threshold t becomes an odds shift log(t/(1-t)) against [respond]: exact when the control "
-                 "tokens hold nearly all probability at the first position, approximate otherwise",
-                 "the temperature of the policy is not expressible with biases"]
+        notes = [
+            "apply to a max_tokens=1 request (temperature 0), then continue with the chosen token "
+            "appended and no biases: biases act at every position",
+            "the server must serve the adapter-merged model with the control tokens in its vocabulary "
+            "(export with `refusalkit tokens merge`)",
+            "a threshold t becomes an odds shift log(t/(1-t)) against [respond]: exact when the control "
+            "tokens hold nearly all probability at the first position, approximate otherwise",
+            "the temperature of the policy is not expressible with biases",
+        ]
         cats = self.categories()
         toks = self.scheme.refusal_tokens
         lift = 30.0
@@ -145,9 +152,10 @@ class Policy:
                     continue
                 t = self.threshold
             else:
-                t = self.thresholds.get(c)
-                if t is None:
+                t_c = self.thresholds.get(c)
+                if t_c is None:
                     continue
+                t = t_c
             if t <= 0.0:
                 shift = 70.0
             elif t >= 1.0:
@@ -209,7 +217,7 @@ class RefusalTokenProcessor:
         p = self._prompt
         if p is None or input_ids.shape[0] != p.shape[0] or input_ids.shape[1] <= p.shape[1]:
             return True
-        return not torch.equal(input_ids[:, :p.shape[1]], p)
+        return not torch.equal(input_ids[:, : p.shape[1]], p)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         """Return the scores, forced to the chosen control token at the first response position."""
@@ -237,9 +245,14 @@ class RefusalTokenProcessor:
             forced = torch.where(respond_rows[:, None], free, forced)
         for i, c in enumerate(choice):
             tok = self.tokens[c]
-            self.records.append({"token": tok, "category": self.policy.scheme.token_category(tok),
-                                 "refused": tok != RESPOND,
-                                 "probs": {t: float(q[i, j]) for j, t in enumerate(self.tokens)}})
+            self.records.append(
+                {
+                    "token": tok,
+                    "category": self.policy.scheme.token_category(tok),
+                    "refused": tok != RESPOND,
+                    "probs": {t: float(q[i, j]) for j, t in enumerate(self.tokens)},
+                }
+            )
         return forced
 
 
@@ -260,8 +273,9 @@ def load_profile(path: str | os.PathLike) -> dict[str, Any]:
             p = q
         else:
             names = sorted(x.stem for x in (bundled_adapter_dir() / "profiles").glob("*.json"))
-            raise RefusalkitError(f"no profile {str(path)!r}: neither a file nor a shipped profile "
-                                  f"({', '.join(names) or 'none shipped'})")
+            raise RefusalkitError(
+                f"no profile {str(path)!r}: neither a file nor a shipped profile ({', '.join(names) or 'none shipped'})"
+            )
     try:
         prof = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -6,14 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from refusalkit.errors import RefusalkitError
-from refusalkit.tokens.calibrate import (curves, f1_thresholds, gap_table, parse_targets, rates_by_category,
-                                         score_prompts, thresholds_for_rates)
+from refusalkit.tokens.calibrate import (
+    curves,
+    f1_thresholds,
+    gap_table,
+    parse_targets,
+    rates_by_category,
+    score_prompts,
+    thresholds_for_rates,
+)
 from refusalkit.tokens.data import DEFAULT_SEED, LabelledPrompt, read_labelled, split_manifest, stratified_split
 from refusalkit.tokens.model import adapter_hash, model_hash
 from refusalkit.tokens.policy import Policy
@@ -29,16 +37,19 @@ def calibration_splits(data: str, info: dict[str, Any]) -> dict[str, list[Labell
     """
     cfg = info.get("config") or {}
     items = read_labelled(data)
-    splits = stratified_split(items, seed=int(cfg.get("seed", DEFAULT_SEED)),
-                              fractions=tuple(cfg.get("split_fractions", (0.6, 0.2, 0.2))))  # type: ignore[arg-type]
+    splits = stratified_split(
+        items, seed=int(cfg.get("seed", DEFAULT_SEED)), fractions=tuple(cfg.get("split_fractions", (0.6, 0.2, 0.2)))
+    )
     adir = info.get("adapter")
     train_ids: set[str] = set()
     if adir and (Path(adir) / "splits.json").is_file():
         train_ids = set(json.loads((Path(adir) / "splits.json").read_text())["train"])
     leaked = [it.id for s in ("calibration", "test") for it in splits[s] if it.id in train_ids]
     if leaked:
-        raise RefusalkitError(f"{len(leaked)} calibration/test prompts of {data} were used to train the adapter "
-                              f"(e.g. {leaked[0]!r}); calibrate on data the adapter has not seen")
+        raise RefusalkitError(
+            f"{len(leaked)} calibration/test prompts of {data} were used to train the adapter "
+            f"(e.g. {leaked[0]!r}); calibrate on data the adapter has not seen"
+        )
     return splits
 
 
@@ -52,9 +63,16 @@ class Scored:
         self.refuse = np.array([it.refuse for it in items], dtype=bool)
 
 
-def score_items(hf: Any, items: list[LabelledPrompt], token_ids: dict[str, int], scheme: TokenScheme, *,
-                temperature: float = 1.0, cache_key: str | None = None,
-                on_batch: Callable[[int], None] | None = None) -> Scored:
+def score_items(
+    hf: Any,
+    items: list[LabelledPrompt],
+    token_ids: dict[str, int],
+    scheme: TokenScheme,
+    *,
+    temperature: float = 1.0,
+    cache_key: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Scored:
     """Return the items' scores, cached (as ``.npz``, no pickle) under the runs root by ``cache_key``."""
     from refusalkit.runs.store import runs_root
 
@@ -65,8 +83,7 @@ def score_items(hf: Any, items: list[LabelledPrompt], token_ids: dict[str, int],
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 return Scored(items, z["q"])
-    q = score_prompts(hf, [it.prompt for it in items], token_ids, scheme, temperature=temperature,
-                      on_batch=on_batch)
+    q = score_prompts(hf, [it.prompt for it in items], token_ids, scheme, temperature=temperature, on_batch=on_batch)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -75,11 +92,24 @@ def score_items(hf: Any, items: list[LabelledPrompt], token_ids: dict[str, int],
     return Scored(items, q)
 
 
-def build_profile(*, name: str, scheme: TokenScheme, token_ids: dict[str, int], info: dict[str, Any],
-                  model_spec: str, model_dir: str | None, cal: Scored, test: Scored | None,
-                  targets: dict[str, float] | None = None, rule: str = "threshold", temperature: float = 1.0,
-                  joint: bool = True, data: str | None = None, splits_manifest: dict | None = None,
-                  gap_targets: tuple[float, ...] | None = None) -> dict[str, Any]:
+def build_profile(
+    *,
+    name: str,
+    scheme: TokenScheme,
+    token_ids: dict[str, int],
+    info: dict[str, Any],
+    model_spec: str,
+    model_dir: str | None,
+    cal: Scored,
+    test: Scored | None,
+    targets: dict[str, float] | None = None,
+    rule: str = "threshold",
+    temperature: float = 1.0,
+    joint: bool = True,
+    data: str | None = None,
+    splits_manifest: dict | None = None,
+    gap_targets: tuple[float, ...] | None = None,
+) -> dict[str, Any]:
     """Return a profile: thresholds from ``targets`` (or F1-maximising when None, or none for ``argmax``),
     with calibration figures, held-out test figures and the model/adapter hashes."""
     notes: dict[str, Any] = {}
@@ -94,22 +124,40 @@ def build_profile(*, name: str, scheme: TokenScheme, token_ids: dict[str, int], 
         policy = Policy(scheme, thresholds=f1_thresholds(cal.q, cal.refuse, scheme), temperature=temperature)
         how = "max F1 on the calibration split"
     prof: dict[str, Any] = {
-        "format": PROFILE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": model_spec, "model_sha256": model_hash(model_dir) if model_dir else "unknown",
+        "format": PROFILE_FORMAT,
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model_spec,
+        "model_sha256": model_hash(model_dir) if model_dir else "unknown",
         "adapter": Path(info["adapter"]).name if info.get("adapter") else None,
         "adapter_sha256": adapter_hash(info["adapter"]) if info.get("adapter") else None,
-        "scheme": scheme.to_dict(), "token_ids": token_ids, "policy": policy.to_dict(), "thresholds_from": how,
-        "targets": targets or {}, "calibration_notes": notes, "data": data, "splits": splits_manifest or {},
+        "scheme": scheme.to_dict(),
+        "token_ids": token_ids,
+        "policy": policy.to_dict(),
+        "thresholds_from": how,
+        "targets": targets or {},
+        "calibration_notes": notes,
+        "data": data,
+        "splits": splits_manifest or {},
         "rate_definition": "share of a category's should-not-comply prompts for which the policy emits a "
-                           "refusal token; contrast = the same on its should-comply prompts",
+        "refusal token; contrast = the same on its should-comply prompts",
     }
     prof["calibration"] = rates_by_category(policy.refuses(cal.q), cal.categories, cal.refuse)
     if test is not None:
         prof["test"] = rates_by_category(policy.refuses(test.q), test.categories, test.refuse)
         if gap_targets:
-            prof["test_gap_table"] = gap_table(cal.q, cal.categories, cal.refuse, test.q, test.categories,
-                                               test.refuse, scheme, targets=gap_targets,
-                                               temperature=temperature, joint=joint)
+            prof["test_gap_table"] = gap_table(
+                cal.q,
+                cal.categories,
+                cal.refuse,
+                test.q,
+                test.categories,
+                test.refuse,
+                scheme,
+                targets=gap_targets,
+                temperature=temperature,
+                joint=joint,
+            )
             prof["test_gap_floor"] = gap_floor(prof["calibration"], prof["test"], gap_targets)
     prof["curves_auc"] = {c: d["auc"] for c, d in curves(cal.q, cal.categories, cal.refuse, scheme).items()}
     return prof
@@ -129,4 +177,12 @@ def gap_floor(cal_rates: dict[str, Any], test_rates: dict[str, Any], targets: tu
     return floor
 
 
-__all__ = ["build_profile", "gap_floor", "calibration_splits", "score_items", "Scored", "parse_targets", "split_manifest"]
+__all__ = [
+    "build_profile",
+    "gap_floor",
+    "calibration_splits",
+    "score_items",
+    "Scored",
+    "parse_targets",
+    "split_manifest",
+]

@@ -57,7 +57,7 @@ class TokenScheme:
             raise RefusalkitError(f"two categories share a token name: {shorts}")
 
     @classmethod
-    def from_categories(cls, names: list[str] | None = None, mode: str = "category") -> "TokenScheme":
+    def from_categories(cls, names: list[str] | None = None, mode: str = "category") -> TokenScheme:
         """Return a scheme for ``names`` (default: the five CoCoNot categories), short names derived."""
         if not names:
             return cls(mode=mode)
@@ -71,8 +71,10 @@ class TokenScheme:
         if self.mode == "single":
             return REFUSE
         if category not in self.categories:
-            raise RefusalkitError(f"category {category!r} is not in the token scheme "
-                                  f"({', '.join(self.categories)}); add it with --categories")
+            raise RefusalkitError(
+                f"category {category!r} is not in the token scheme "
+                f"({', '.join(self.categories)}); add it with --categories"
+            )
         return f"[refuse:{self.categories[category]}]"
 
     @property
@@ -103,7 +105,7 @@ class TokenScheme:
         return {"mode": self.mode, "categories": dict(self.categories), "tokens": self.tokens}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TokenScheme":
+    def from_dict(cls, d: dict[str, Any]) -> TokenScheme:
         """Return the scheme stored by :meth:`to_dict`."""
         return cls(mode=d.get("mode", "category"), categories=dict(d["categories"]))
 

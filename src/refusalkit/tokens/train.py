@@ -11,15 +11,22 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from refusalkit.artifacts import MANIFEST, write_manifest
 from refusalkit.data.io import write_json_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
-from refusalkit.tokens.data import (DEFAULT_SEED, LabelledPrompt, read_labelled, split_manifest, stratified_split,
-                                    tag_examples)
-from refusalkit.artifacts import MANIFEST, write_manifest
+from refusalkit.tokens.data import (
+    DEFAULT_SEED,
+    LabelledPrompt,
+    read_labelled,
+    split_manifest,
+    stratified_split,
+    tag_examples,
+)
 from refusalkit.tokens.model import OUTPUT_ROWS_FILE, TOKENS_FILE, model_hash
 from refusalkit.tokens.scheme import TokenScheme, add_control_tokens
 
@@ -62,9 +69,16 @@ def scheme_for(items: list[LabelledPrompt], cfg: TrainConfig) -> TokenScheme:
     return TokenScheme.from_categories(names, mode=cfg.mode)
 
 
-def base_answers(model_spec: str, items: list[LabelledPrompt], work_dir: Path, max_new_tokens: int,
-                 *, batch_size: int = 16, log: Callable[[str], None] = _log.info,
-                 fresh: bool = False) -> dict[str, dict[str, Any]]:
+def base_answers(
+    model_spec: str,
+    items: list[LabelledPrompt],
+    work_dir: Path,
+    max_new_tokens: int,
+    *,
+    batch_size: int = 16,
+    log: Callable[[str], None] = _log.info,
+    fresh: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Return ``{id: {"text", "finish_reason"}}``: the base model's own greedy answers to ``items``,
     generated once into a resumable run store under ``work_dir`` (``fresh``: generated again)."""
     from refusalkit.data.records import Example
@@ -83,23 +97,39 @@ def base_answers(model_spec: str, items: list[LabelledPrompt], work_dir: Path, m
         else:
             log(f"  answers {p.new}/{p.total - first[0].done} ({p.seconds:.0f}s)")
 
-    res = run_resumable(exs, model_spec, gcfg, work_dir / "base_answers", fresh=fresh, kind="tokens-answers",
-                        batch_size=batch_size, on_progress=on_progress)
+    res = run_resumable(
+        exs,
+        model_spec,
+        gcfg,
+        work_dir / "base_answers",
+        fresh=fresh,
+        kind="tokens-answers",
+        batch_size=batch_size,
+        on_progress=on_progress,
+    )
     with RunStore.open_readonly(res.run_dir) as store:
         return {r.id: {"text": r.response, "finish_reason": r.finish_reason} for r in store.responses()}
 
 
-def encode_examples(tagged: list[dict[str, Any]], tokenizer: Any, render: Callable[[str], str],
-                    token_ids: dict[str, int], max_length: int,
-                    finished: dict[str, bool] | None = None) -> tuple[list[dict[str, Any]], int]:
+def encode_examples(
+    tagged: list[dict[str, Any]],
+    tokenizer: Any,
+    render: Callable[[str], str],
+    token_ids: dict[str, int],
+    max_length: int,
+    finished: dict[str, bool] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
     """Return ``(rows, n_dropped)``: input ids and labels per tagged example.
 
     The loss covers the response only: the control token, its text and the end-of-turn token (left out
     for answers that were cut at the generation limit, so the model does not learn to stop early). Too
     long responses are cut; prompts that leave no room for the response are dropped.
     """
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() \
+    eos = (
+        tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if "<|im_end|>" in tokenizer.get_vocab()
         else tokenizer.eos_token_id
+    )
     rows, dropped = [], 0
     for ex in tagged:
         p_ids = tokenizer(render(ex["prompt"]), add_special_tokens=False)["input_ids"]
@@ -111,7 +141,7 @@ def encode_examples(tagged: list[dict[str, Any]], tokenizer: Any, render: Callab
         if len(p_ids) + 1 > max_length:
             dropped += 1
             continue
-        r_ids = r_ids[:max_length - len(p_ids)]
+        r_ids = r_ids[: max_length - len(p_ids)]
         ids = p_ids + r_ids
         rows.append({"input_ids": ids, "labels": [-100] * len(p_ids) + r_ids, "length": len(ids)})
     return rows, dropped
@@ -155,8 +185,9 @@ def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
     def loss_fn(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
         logits = outputs.logits[:, :-1, :].float()
         lab = labels[:, 1:].to(logits.device)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100,
-                             reduction="none").view(lab.shape)
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100, reduction="none"
+        ).view(lab.shape)
         ctrl = torch.isin(lab, ctrl_ids.to(lab.device))
         text = (lab != -100) & ~ctrl
         parts = [ce[m].mean() for m in (ctrl, text) if m.any()]
@@ -165,9 +196,18 @@ def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
     return loss_fn
 
 
-def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str], tagged: list[dict[str, Any]],
-                         token_ids: dict[str, int], *, l2: float = 1e-2, steps: int = 300, batch_size: int = 16,
-                         log: Callable[[str], None] = _log.info) -> dict[str, float]:
+def refine_decision_rows(
+    model: Any,
+    tokenizer: Any,
+    render: Callable[[str], str],
+    tagged: list[dict[str, Any]],
+    token_ids: dict[str, int],
+    *,
+    l2: float = 1e-2,
+    steps: int = 300,
+    batch_size: int = 16,
+    log: Callable[[str], None] = _log.info,
+) -> dict[str, Any]:
     """Refit the control-token rows as the decision's output layer; return the fit's figures and the
     fitted output rows (``"rows"``: token id -> tensor).
 
@@ -187,14 +227,18 @@ def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str
     order = sorted(token_ids.values())
     rows_idx = torch.tensor(order)
     target_map = {tid: j for j, tid in enumerate(order)}
-    hs, ys = [], []
+    hs: list[torch.Tensor] = []
     prompts = [ex["prompt"] for ex in tagged]
     with torch.no_grad():
         tokenizer.padding_side = "left"
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         for s in range(0, len(prompts), batch_size):
-            enc = tokenizer([render(p) for p in prompts[s:s + batch_size]], return_tensors="pt", padding=True,
-                            add_special_tokens=False)
+            enc = tokenizer(
+                [render(p) for p in prompts[s : s + batch_size]],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
             out = base.model(**enc) if hasattr(base, "model") else base(**enc)
             hs.append(out.last_hidden_state[:, -1, :].float())
         H = torch.cat(hs)
@@ -231,11 +275,18 @@ def refine_decision_rows(model: Any, tokenizer: Any, render: Callable[[str], str
     after = float(ce(E.detach()))
     acc = float(((H @ E.detach().T).argmax(1) == y).float().mean())
     shift = float((E.detach() - E0).norm(dim=1).mean() / E0.norm(dim=1).mean())
-    log(f"refined the control-token rows on {len(y)} prompts: decision loss {before:.3f} -> {after:.3f}, "
-        f"train accuracy {acc:.3f}, mean relative row change {shift:.3f}")
-    return {"decision_loss_before": before, "decision_loss_after": after, "train_accuracy": acc,
-            "relative_row_change": shift, "l2": l2,
-            "rows": {tid: E[j].detach().clone() for j, tid in enumerate(order)}}
+    log(
+        f"refined the control-token rows on {len(y)} prompts: decision loss {before:.3f} -> {after:.3f}, "
+        f"train accuracy {acc:.3f}, mean relative row change {shift:.3f}"
+    )
+    return {
+        "decision_loss_before": before,
+        "decision_loss_after": after,
+        "train_accuracy": acc,
+        "relative_row_change": shift,
+        "l2": l2,
+        "rows": {tid: E[j].detach().clone() for j, tid in enumerate(order)},
+    }
 
 
 def _loss_curve(log_file: Path, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -265,8 +316,14 @@ def _latest_checkpoint(ckpt_dir: Path) -> str | None:
     return str(cks[-1]) if cks else None
 
 
-def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path | None = None,
-                 log: Callable[[str], None] = _log.info, fresh: bool = False) -> dict[str, Any]:
+def train_tokens(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    work_dir: str | Path | None = None,
+    log: Callable[[str], None] = _log.info,
+    fresh: bool = False,
+) -> dict[str, Any]:
     """Train a refusal-token adapter and write it to ``out_dir``; return the adapter's info dict.
 
     ``out_dir`` receives ``adapter_model.safetensors`` (LoRA weights and the control-token rows, fp16),
@@ -279,7 +336,7 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from refusalkit.models.spec import load_model
+    from refusalkit.models.spec import load_local_model
 
     out = Path(out_dir)
     work = Path(work_dir) if work_dir else out / "_work"
@@ -298,34 +355,57 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
     # The adapter folder is rewritten below: drop its manifest first, so an interrupted run never leaves a
     # folder whose manifest vouches for a mix of old and new files.
     (out / MANIFEST).unlink(missing_ok=True)
-    write_text_atomic(out / "splits.json", json.dumps(
-        {"seed": cfg.seed, "fractions": list(cfg.split_fractions), "data": str(cfg.data),
-         **{k: sorted(it.id for it in v) for k, v in splits.items()}}, indent=0))
+    write_text_atomic(
+        out / "splits.json",
+        json.dumps(
+            {
+                "seed": cfg.seed,
+                "fractions": list(cfg.split_fractions),
+                "data": str(cfg.data),
+                **{k: sorted(it.id for it in v) for k, v in splits.items()},
+            },
+            indent=0,
+        ),
+    )
 
     answers: dict[str, dict[str, Any]] = {}
     need = [it for it in train_items if not it.refuse and not it.response]
     if cfg.respond_target == "self" and need:
         answers = base_answers(cfg.model, need, work, cfg.answer_tokens, log=log, fresh=fresh)
-    tagged = tag_examples(train_items, scheme, {k: v["text"] for k, v in answers.items()},
-                          respond_target=cfg.respond_target)
+    tagged = tag_examples(
+        train_items, scheme, {k: v["text"] for k, v in answers.items()}, respond_target=cfg.respond_target
+    )
 
-    hf = load_model(cfg.model, batch_size=cfg.batch_size)
+    hf = load_local_model(cfg.model, batch_size=cfg.batch_size)  # training needs the weights: no endpoint
     base_dir = hf.path
     tok, model = hf.tokenizer, hf.model
     token_ids = add_control_tokens(tok, model, scheme)
-    rows, dropped = encode_examples(tagged, tok, hf.render, token_ids, cfg.max_length,
-                                    finished={k: v["finish_reason"] != "length" for k, v in answers.items()})
+    rows, dropped = encode_examples(
+        tagged,
+        tok,
+        hf.render,
+        token_ids,
+        cfg.max_length,
+        finished={k: v["finish_reason"] != "length" for k, v in answers.items()},
+    )
     if dropped:
         log(f"dropped {dropped} prompts longer than max_length={cfg.max_length}")
     ds = Dataset.from_list(rows)
     model.train()
-    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=LORA_TARGETS, task_type="CAUSAL_LM",
-                      trainable_token_indices={"embed_tokens": sorted(token_ids.values())})
+    lcfg = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+        trainable_token_indices={"embed_tokens": sorted(token_ids.values())},
+    )
     pm = get_peft_model(model, lcfg)
     n_train = sum(p.numel() for p in pm.parameters() if p.requires_grad)
-    log(f"{len(rows)} training sequences ({sum(r['length'] for r in rows)} tokens); "
-        f"{n_train:,} trainable parameters; tokens {token_ids}")
+    log(
+        f"{len(rows)} training sequences ({sum(r['length'] for r in rows)} tokens); "
+        f"{n_train:,} trainable parameters; tokens {token_ids}"
+    )
 
     history: list[dict[str, Any]] = []
 
@@ -336,18 +416,41 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
                 history.append(rec)
                 with open(work / "train_log.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(rec) + "\n")
-                log(f"step {state.global_step}/{state.max_steps} " +
-                    " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+                log(
+                    f"step {state.global_step}/{state.max_steps} "
+                    + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+                )
 
     args = TrainingArguments(
-        output_dir=str(work / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0,
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False, max_grad_norm=1.0)
-    trainer = Trainer(model=pm, args=args, train_dataset=ds, data_collator=PadCollator(tok.pad_token_id),
-                      callbacks=[_Log()], compute_loss_func=balanced_loss(list(token_ids.values())))
+        output_dir=str(work / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,
+        weight_decay=0.0,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        max_grad_norm=1.0,
+    )
+    trainer = Trainer(
+        model=pm,
+        args=args,
+        train_dataset=ds,
+        data_collator=PadCollator(tok.pad_token_id),
+        callbacks=[_Log()],
+        compute_loss_func=balanced_loss(list(token_ids.values())),
+    )
     resume = _latest_checkpoint(work / "checkpoints")
     if resume:
         log(f"resuming from {resume}")
@@ -358,18 +461,42 @@ def train_tokens(cfg: TrainConfig, out_dir: str | Path, *, work_dir: str | Path 
         return {}
     refine = refine_decision_rows(pm, tok, hf.render, tagged, token_ids, log=log) if cfg.refine_rows else None
     out_rows = refine.pop("rows") if refine else None
-    info = save_adapter(pm, out, scheme=scheme, token_ids=token_ids, base_dir=base_dir, cfg=cfg, output_rows=out_rows,
-                        extra={"split": split_manifest(splits), "n_sequences": len(rows), "dropped": dropped,
-                               "train_seconds": round(secs, 1), "train_loss": result.training_loss,
-                               "global_step": result.global_step, "trainable_parameters": n_train,
-                               "loss_curve": _loss_curve(work / "train_log.jsonl", history),
-                               "device": str(next(pm.parameters()).device), "refine_rows": refine,
-                               "torch_threads": torch.get_num_threads()})
+    info = save_adapter(
+        pm,
+        out,
+        scheme=scheme,
+        token_ids=token_ids,
+        base_dir=base_dir,
+        cfg=cfg,
+        output_rows=out_rows,
+        extra={
+            "split": split_manifest(splits),
+            "n_sequences": len(rows),
+            "dropped": dropped,
+            "train_seconds": round(secs, 1),
+            "train_loss": result.training_loss,
+            "global_step": result.global_step,
+            "trainable_parameters": n_train,
+            "loss_curve": _loss_curve(work / "train_log.jsonl", history),
+            "device": str(next(pm.parameters()).device),
+            "refine_rows": refine,
+            "torch_threads": torch.get_num_threads(),
+        },
+    )
     return info
 
 
-def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: dict[str, int], base_dir: str,
-                 cfg: TrainConfig, extra: dict[str, Any], output_rows: dict[int, Any] | None = None) -> dict[str, Any]:
+def save_adapter(
+    peft_model: Any,
+    out: Path,
+    *,
+    scheme: TokenScheme,
+    token_ids: dict[str, int],
+    base_dir: str,
+    cfg: TrainConfig,
+    extra: dict[str, Any],
+    output_rows: dict[int, Any] | None = None,
+) -> dict[str, Any]:
     """Write the adapter (weights as fp16 safetensors) and its ``refusal_tokens.json``; return the info."""
     import tempfile
 
@@ -383,21 +510,38 @@ def save_adapter(peft_model: Any, out: Path, *, scheme: TokenScheme, token_ids: 
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
         sd = load_file(str(Path(tmp) / "adapter_model.safetensors"))
         # fp16 halves the file; the values are small LoRA factors and embedding rows, well within range.
-        save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()},
-                  str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {k: v.to(torch.float16).contiguous() for k, v in sd.items()},
+            str(out / "adapter_model.safetensors"),
+            metadata={"format": "pt"},
+        )
         conf = json.loads((Path(tmp) / "adapter_config.json").read_text())
         conf["base_model_name_or_path"] = cfg.model
         write_text_atomic(out / "adapter_config.json", json.dumps(conf, indent=2, sort_keys=True))
     rows_file = out / OUTPUT_ROWS_FILE
     if output_rows:
-        save_file({str(k): v.float().contiguous() for k, v in output_rows.items()}, str(rows_file),
-                  metadata={"format": "pt"})
+        save_file(
+            {str(k): v.float().contiguous() for k, v in output_rows.items()}, str(rows_file), metadata={"format": "pt"}
+        )
     elif rows_file.exists():
         rows_file.unlink()
-    info = {"format": "refusalkit-tokens/1", "output_rows": bool(output_rows), "scheme": scheme.to_dict(), "token_ids": token_ids,
-            "base_model": cfg.model, "base_model_sha256": model_hash(base_dir),
-            "config": asdict(cfg), **extra}
+    info = {
+        "format": "refusalkit-tokens/1",
+        "output_rows": bool(output_rows),
+        "scheme": scheme.to_dict(),
+        "token_ids": token_ids,
+        "base_model": cfg.model,
+        "base_model_sha256": model_hash(base_dir),
+        "config": asdict(cfg),
+        **extra,
+    }
     write_json_atomic(out / TOKENS_FILE, info)  # a diverged loss (NaN) is written as null, not as NaN
-    write_manifest(out, [f for f in ("adapter_model.safetensors", "adapter_config.json", OUTPUT_ROWS_FILE,
-                                     TOKENS_FILE, "splits.json") if (out / f).is_file()])
+    write_manifest(
+        out,
+        [
+            f
+            for f in ("adapter_model.safetensors", "adapter_config.json", OUTPUT_ROWS_FILE, TOKENS_FILE, "splits.json")
+            if (out / f).is_file()
+        ],
+    )
     return info
