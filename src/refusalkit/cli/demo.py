@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from importlib import resources
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -13,8 +12,8 @@ from rich.table import Table
 from refusalkit.cli.common import console, handle_errors
 from refusalkit.data.io import read_examples
 from refusalkit.detect import get_detector, is_refusal
-from refusalkit.runs import RunStore
 from refusalkit.models.base import GenerationConfig
+from refusalkit.runs import RunStore
 
 
 def demo_prompts_path():
@@ -68,20 +67,28 @@ def show_refusal_tokens(exs, out_dir) -> None:
     from ``refusalkit.tokens.demo``)."""
     from refusalkit.tokens.demo import run_tokens_demo
 
-    console.print("\n[bold]Refusal tokens[/]: the same model with the shipped adapter; each policy sets how often "
-                  "each category is refused, without retraining")
+    console.print(
+        "\n[bold]Refusal tokens[/]: the same model with the shipped adapter; each policy sets how often "
+        "each category is refused, without retraining"
+    )
     res = run_tokens_demo(exs, out_dir=out_dir)
     if res is None:
         console.print("[yellow]refusal tokens: no bundled adapter in this install; skipped[/]")
         return
-    console.print(policy_rates_table(res.columns, "Refusal tokens on the demo prompts: prompts refused by each "
-                                                  "policy (one forward pass each, no generation)"))
+    console.print(
+        policy_rates_table(
+            res.columns,
+            "Refusal tokens on the demo prompts: prompts refused by each policy (one forward pass each, no generation)",
+        )
+    )
     for fig in res.test_figures:  # CoCoNot held-out figures, measured when the profiles were made
         rates = ", ".join(f"{c} {r:.0%}" for c, r in fig["rates"].items())
         console.print(f"  CoCoNot test split, profile [bold]{fig['name']}[/]: F1 {fig['f1']:.3f}; refused: {rates}")
     for e, g in res.examples:
-        console.print(f"[dim]{escape(str(e.category))} ({e.expected})[/] {escape(e.prompt)}\n"
-                      f"  -> {escape(g.meta['control_token'])} {escape(repr(g.text[:160]))}")
+        console.print(
+            f"[dim]{escape(str(e.category))} ({e.expected})[/] {escape(e.prompt)}\n"
+            f"  -> {escape(g.meta['control_token'])} {escape(repr(g.text[:160]))}"
+        )
     if res.pngs:
         console.print(f"calibration curves written to {', '.join(res.pngs)}")
 
@@ -91,10 +98,13 @@ def show_prompt_prediction(resps, det, model_name: str) -> None:
     train a prompt classifier (Reuter & Schulze's pipeline); shows its CV accuracy and top n-grams."""
     from refusalkit.predict.bootstrap import train_from_responses
 
-    console.print("\n[bold]Prompt-refusal prediction[/]: the answers above, labelled by the detector, train a "
-                  f"classifier that predicts from the prompt alone whether {escape(model_name)} will refuse")
-    _, rep = train_from_responses([r.prompt for r in resps], [r.response for r in resps], det,
-                                  target_model=model_name, features="tfidf", folds=3)
+    console.print(
+        "\n[bold]Prompt-refusal prediction[/]: the answers above, labelled by the detector, train a "
+        f"classifier that predicts from the prompt alone whether {escape(model_name)} will refuse"
+    )
+    _, rep = train_from_responses(
+        [r.prompt for r in resps], [r.response for r in resps], det, target_model=model_name, features="tfidf", folds=3
+    )
     console.print(f"refused {rep['n_refused']}/{rep['n_prompts']} prompts ({rep['refusal_rate']:.0%})")
     if "note" in rep:
         console.print(f"{escape(rep['note'])}: every prompt gets p_refusal = {rep['refusal_rate']:.2f}")
@@ -109,13 +119,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handle_errors
-    def demo(model: str = typer.Option("default", "--model", "-m", help="Model spec (see docs/models.md)."),
-             max_new_tokens: int = typer.Option(64, help="New tokens per answer."),
-             detector: str = typer.Option("default", help="Detector that judges the answers."),
-             examples: int = typer.Option(3, help="Example answers to print."),
-             run_dir: Optional[str] = typer.Option(None, help="Run directory (default: under the runs root)."),
-             tokens: bool = typer.Option(True, "--tokens/--no-tokens",
-                                         help="Also show the refusal-token adapter and its shipped profiles.")) -> None:
+    def demo(
+        model: str = typer.Option("default", "--model", "-m", help="Model spec (see docs/models.md)."),
+        max_new_tokens: int = typer.Option(64, help="New tokens per answer."),
+        detector: str = typer.Option("default", help="Detector that judges the answers."),
+        examples: int = typer.Option(3, help="Example answers to print."),
+        run_dir: str | None = typer.Option(None, help="Run directory (default: under the runs root)."),
+        tokens: bool = typer.Option(
+            True, "--tokens/--no-tokens", help="Also show the refusal-token adapter and its shipped profiles."
+        ),
+    ) -> None:
         """Generate answers to the demo prompts and show how often the model refuses, per category."""
         from pathlib import Path
 
@@ -130,18 +143,22 @@ def register(app: typer.Typer) -> None:
             exs = read_examples(path)
         cfg = GenerationConfig(max_new_tokens=max_new_tokens)
         console.print(f"[bold]refusalkit demo[/]: {len(exs)} prompts ({model}), judged by the {detector} detector")
-        rdir, name, _, secs = run_generation(exs, model, cfg, run_dir=Path(run_dir) if run_dir else None,
-                                             batch_size=16, fresh=False, kind="demo")
+        rdir, name, _, secs = run_generation(
+            exs, model, cfg, run_dir=Path(run_dir) if run_dir else None, batch_size=16, fresh=False, kind="demo"
+        )
         with RunStore.open_readonly(rdir) as st:
             resps = st.responses()
         det = get_detector(detector)
         verdicts = det.predict([r.response for r in resps], prompts=[r.prompt for r in resps])
-        rows = [{"category": r.category, "expected": r.expected, "refused": is_refusal(v)}
-                for r, v in zip(resps, verdicts)]
+        rows = [
+            {"category": r.category, "expected": r.expected, "refused": is_refusal(v)} for r, v in zip(resps, verdicts)
+        ]
         console.print(refusal_table(rows, f"Refusals of {name}"))
         for r, v in list(zip(resps, verdicts))[:: max(1, len(resps) // max(examples, 1))][:examples]:
-            console.print(f"[dim]{escape(str(r.category))} ({r.expected})[/] {escape(r.prompt)}\n"
-                          f"  -> {escape('[' + v + ']')} {escape(repr(r.response[:200]))}")
+            console.print(
+                f"[dim]{escape(str(r.category))} ({r.expected})[/] {escape(r.prompt)}\n"
+                f"  -> {escape('[' + v + ']')} {escape(repr(r.response[:200]))}"
+            )
         console.print(f"responses stored in {rdir}")
         show_prompt_prediction(resps, det, name)
         if tokens and model == "default":

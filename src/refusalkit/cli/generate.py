@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,16 +15,27 @@ from refusalkit.models.spec import ModelSpec
 from refusalkit.runs import RunStore, run_resumable
 
 
-def run_generation(examples, model_spec: str, cfg: GenerationConfig, *, run_dir: Optional[Path],
-                   batch_size: int, fresh: bool, kind: str = "gen", extra_meta: dict | None = None):
+def run_generation(
+    examples,
+    model_spec: str,
+    cfg: GenerationConfig,
+    *,
+    run_dir: Path | None,
+    batch_size: int,
+    fresh: bool,
+    kind: str = "gen",
+    extra_meta: dict | None = None,
+):
     """Generate (or resume) a run through :func:`run_resumable`, drawing the progress bar; return
     ``(store_dir, model_name, n_new, seconds)``."""
     ms = ModelSpec.parse(model_spec)  # validate before any work
     from refusalkit.models.context import check_examples
+
     check_examples(ms, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     with RunBar() as bar:
-        res = run_resumable(examples, ms, cfg, run_dir, fresh=fresh, kind=kind, batch_size=batch_size,
-                            meta=extra_meta, on_progress=bar)
+        res = run_resumable(
+            examples, ms, cfg, run_dir, fresh=fresh, kind=kind, batch_size=batch_size, meta=extra_meta, on_progress=bar
+        )
     return res.run_dir, res.model_name, res.n_new, bar.seconds
 
 
@@ -37,28 +47,41 @@ def register(app: typer.Typer) -> None:
     def generate(
         input: str = typer.Argument(..., help="Prompt file (.jsonl/.csv with a 'prompt' field) or benchmark name."),
         output: Path = typer.Option(..., "-o", "--output", help="Where to write the responses (JSONL)."),
-        model: str = typer.Option("default", "--model", "-m", help="default | subject | PATH | org/name | openai:MODEL@URL"),
-        limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+        model: str = typer.Option(
+            "default", "--model", "-m", help="default | subject | PATH | org/name | openai:MODEL@URL"
+        ),
+        limit: int | None = typer.Option(None, help="Only the first N prompts."),
         batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
         max_new_tokens: int = typer.Option(256, help="New tokens per response."),
         temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
         top_p: float = typer.Option(1.0),
-        seed: Optional[int] = typer.Option(None),
-        system_prompt: Optional[str] = typer.Option(None, help="System message for every prompt."),
-        run_dir: Optional[Path] = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
-        fresh: bool = typer.Option(False, help="Start the run over: remove its run store (run.sqlite and its "
-                                                   "journals) from the run directory; other files stay."),
+        seed: int | None = typer.Option(None),
+        system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+        run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
+        fresh: bool = typer.Option(
+            False,
+            help="Start the run over: remove its run store (run.sqlite and its "
+            "journals) from the run directory; other files stay.",
+        ),
     ) -> None:
         """Run a model over prompts; every finished batch is saved, and rerunning resumes."""
-        validate.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            batch_size=batch_size, limit=limit, seed=seed)
+        validate.generation(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+        )
         validate.output_file("--output", output, inputs=[validate.input_path(input)])
         validate.output_dir("--run-dir", run_dir)
         examples = resolve_prompts(input, limit=limit)
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                               system_prompt=system_prompt)
-        rdir, _, n_new, secs = run_generation(examples, model, cfg, run_dir=run_dir, batch_size=batch_size,
-                                              fresh=fresh, extra_meta={"input": input})
+        cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
+        )
+        rdir, _, n_new, secs = run_generation(
+            examples, model, cfg, run_dir=run_dir, batch_size=batch_size, fresh=fresh, extra_meta={"input": input}
+        )
         with RunStore.open_readonly(rdir) as store:
             n = write_jsonl_atomic(output, store.iter_response_dicts())
         console.print(f"wrote {n} responses to {output} (run: {rdir}; {n_new} new in {secs:.1f}s)")

@@ -9,11 +9,14 @@ from refusalkit.cli import detect as detect_cmd
 from refusalkit.cli import eval as eval_cmd
 from refusalkit.cli import predict as predict_cmd
 
-app = typer.Typer(name="refusalkit", no_args_is_help=True, add_completion=False,
-                  help="Measure, predict and control when language models refuse.")
+app = typer.Typer(
+    name="refusalkit",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Measure, predict and control when language models refuse.",
+)
 
-for _module in (demo, generate, runs, serve, detect_cmd, predict_cmd, tokens, eval_cmd, compare, customset,
-                values):
+for _module in (demo, generate, runs, serve, detect_cmd, predict_cmd, tokens, eval_cmd, compare, customset, values):
     _module.register(app)
 
 from refusalkit.cli import latent as latent_cmd  # noqa: E402
@@ -29,6 +32,7 @@ attack_cmd.register(app)
 def version() -> None:
     """Print the refusalkit version."""
     from refusalkit import __version__
+
     typer.echo(__version__)
 
 

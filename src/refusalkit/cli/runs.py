@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -20,7 +19,7 @@ runs_app = typer.Typer(help="Inspect and export stored runs.", no_args_is_help=T
 
 @runs_app.command("list")
 @handle_errors
-def list_cmd(root: Optional[Path] = typer.Option(None, help="Runs directory (default: the user data dir).")) -> None:
+def list_cmd(root: Path | None = typer.Option(None, help="Runs directory (default: the user data dir).")) -> None:
     """List runs with their model and progress."""
     rows = list_runs(root)
     table = Table("name", "kind", "model", "done", "created")
@@ -29,8 +28,7 @@ def list_cmd(root: Optional[Path] = typer.Option(None, help="Runs directory (def
             table.add_row(escape(r["name"]), "unreadable", escape(r["error"]), "", "")
             continue
         created = dt.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M") if r.get("created") else ""
-        table.add_row(r["name"], str(r.get("kind")), str(r.get("model")),
-                      f"{r['responses']}/{r['inputs']}", created)
+        table.add_row(r["name"], str(r.get("kind")), str(r.get("model")), f"{r['responses']}/{r['inputs']}", created)
     console.print(table if rows else "no runs")
 
 
@@ -44,10 +42,13 @@ def show_cmd(run: str = typer.Argument(..., help="Run directory or name.")) -> N
 
 @runs_app.command("export")
 @handle_errors
-def export_cmd(run: str = typer.Argument(..., help="Run directory or name."),
-               output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write.")) -> None:
+def export_cmd(
+    run: str = typer.Argument(..., help="Run directory or name."),
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write."),
+) -> None:
     """Write a run's responses (in input order) to a JSONL file, atomically."""
     from refusalkit.cli import validate
+
     validate.output_file("--output", output)
     with RunStore.open_readonly(resolve_run(run)) as st:
         n = write_jsonl_atomic(output, st.iter_response_dicts())

@@ -53,9 +53,15 @@ def confidence(option: str, value: float) -> None:
         raise RefusalkitError(f"{option} must be in [0.5, 1), got {value}")
 
 
-def generation(*, max_new_tokens: int | None = None, temperature: float | None = None,
-               top_p: float | None = None, batch_size: int | None = None, limit: int | None = None,
-               seed: int | None = None) -> None:
+def generation(
+    *,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+) -> None:
     """Check the generation options most commands share (``None`` = not an option of that command).
 
     ``--temperature`` 0 means greedy decoding; a negative or NaN one is refused rather than silently
