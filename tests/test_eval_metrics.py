@@ -7,8 +7,7 @@ import pytest
 from refusalkit.data.records import Example
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluate.benchsets import stratified_limit
-from refusalkit.evaluate.metrics import (ErrorRates, group_metrics, mcnemar_exact, paired_difference, rate,
-                                         rogan_gladen)
+from refusalkit.evaluate.metrics import ErrorRates, group_metrics, mcnemar_exact, paired_difference, rate, rogan_gladen
 
 
 def _coverage(p_true: float, n: int, reps: int, level: float, seed: int) -> float:

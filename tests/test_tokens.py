@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from refusalkit.errors import InputError, RefusalkitError
-from refusalkit.tokens.calibrate import (_threshold_passing, f1_thresholds, parse_targets, rates_by_category,
-                                         thresholds_for_rates, wilson)
+from refusalkit.tokens.calibrate import (
+    _threshold_passing,
+    f1_thresholds,
+    parse_targets,
+    rates_by_category,
+    thresholds_for_rates,
+    wilson,
+)
 from refusalkit.tokens.data import read_labelled, stratified_split, tag_examples
 from refusalkit.tokens.policy import Policy, RefusalTokenProcessor
 from refusalkit.tokens.scheme import RESPOND, TokenScheme, add_control_tokens, slug
