@@ -74,6 +74,8 @@ for _cmd, (_args, _field) in _FILE_COMMANDS.items():
         FILE_CASES.append(Case(f"inputs/{_cmd}-{_kind}", [a.replace("{in}", _name) for a in _args], _expect))
 
 OPTION_CASES = [
+    Case("options/tokens-train-endpoint-model", ["tokens", "train", "-o", "adapter", "-m",
+                                                 "openai:m@http://127.0.0.1:9/v1"], "endpoint"),
     Case("options/generate-limit-0", ["generate", "{prompts}", "-o", "o.jsonl", "-m", "{tiny}", "--limit", "0"],
          "--limit"),
     Case("options/generate-limit-negative", ["generate", "{prompts}", "-o", "o.jsonl", "-m", "{tiny}",

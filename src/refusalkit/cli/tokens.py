@@ -81,6 +81,12 @@ def train_cmd(
         validate.positive("--max-steps (or -1 for --epochs)", max_steps)
     validate.output_dir("--output", output)
     validate.output_dir("--work-dir", work_dir)
+    from refusalkit.errors import RefusalkitError
+    from refusalkit.models.spec import ModelSpec
+
+    spec = ModelSpec.parse(model)
+    if spec.is_endpoint:
+        raise RefusalkitError(f"--model {spec.display} is an endpoint; tokens train needs a local model")
     from refusalkit.tokens.train import TrainConfig, train_tokens
 
     if threads:
