@@ -119,21 +119,30 @@ def main() -> None:
 
     corpus = read_real_corpus(a.corpus)
     mix = mix_rows(a.data_dir or data_root(), corpus)
-    print(f"corpus {len(corpus)} rows; mix {len(mix)} rows {dict(Counter(r['source'].split(':')[0] for r in mix))}",
-          flush=True)
+    print(
+        f"corpus {len(corpus)} rows; mix {len(mix)} rows {dict(Counter(r['source'].split(':')[0] for r in mix))}",
+        flush=True,
+    )
     if a.write_candidate:
         t0 = time.time()
         rows = train_rows(a.candidate_variant, mix, corpus, None)
         det = fit_rows(make(a.candidate_variant), rows)
-        card = {"name": "default", "kind": "linear", "variant": a.candidate_variant,
-                "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                "command": f"python bench/detect_lofo.py --write-candidate DIR --candidate-variant {a.candidate_variant}",
-                "training_data": {"n": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
-                                  "sources": dict(Counter(r["source"] for r in rows)),
-                                  "description": "the shipped default's mix (scripts/rebuild_shipped.py; Reuter & "
-                                  "Schulze training rows that the corpus relabelled dropped) plus every labelled row "
-                                  "of data/detect/real/corpus.jsonl (docs/labelling.md, excluded rows skipped)"},
-                "train_seconds": round(time.time() - t0, 1)}
+        card = {
+            "name": "default",
+            "kind": "linear",
+            "variant": a.candidate_variant,
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "command": f"python bench/detect_lofo.py --write-candidate DIR --candidate-variant {a.candidate_variant}",
+            "training_data": {
+                "n": len(rows),
+                "labels": dict(Counter(r["label"] for r in rows)),
+                "sources": dict(Counter(r["source"] for r in rows)),
+                "description": "the shipped default's mix (scripts/rebuild_shipped.py; Reuter & "
+                "Schulze training rows that the corpus relabelled dropped) plus every labelled row "
+                "of data/detect/real/corpus.jsonl (docs/labelling.md, excluded rows skipped)",
+            },
+            "train_seconds": round(time.time() - t0, 1),
+        }
         det.save(a.write_candidate, card)
         print(f"wrote {a.write_candidate} ({len(rows)} rows, {card['train_seconds']}s)", flush=True)
         return
@@ -151,8 +160,11 @@ def main() -> None:
             res[v] = binary(held, det.predict(X, P))
             res[v]["seconds"] = round(time.time() - t0, 1)
         out[fam] = res
-        print(f"{fam:<16} n={len(held):<4} " + "  ".join(f"{k} {m['accuracy']:.3f} (FP {m['fp']}, FN {m['fn']})"
-                                                  for k, m in res.items()), flush=True)
+        print(
+            f"{fam:<16} n={len(held):<4} "
+            + "  ".join(f"{k} {m['accuracy']:.3f} (FP {m['fp']}, FN {m['fn']})" for k, m in res.items()),
+            flush=True,
+        )
     if a.json:
         tmp = a.json.with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=1))

@@ -48,8 +48,12 @@ def group_table(rows: list[dict], pred: list[str]) -> dict[str, dict]:
             by["ALL"].append((g, q))
     out = {}
     for k, v in sorted(by.items()):
-        out[k] = {"n": len(v), "accuracy": sum(g == q for g, q in v) / len(v),
-                  "fp": sum(q and not g for g, q in v), "fn": sum(g and not q for g, q in v)}
+        out[k] = {
+            "n": len(v),
+            "accuracy": sum(g == q for g, q in v) / len(v),
+            "fp": sum(q and not g for g, q in v),
+            "fn": sum(g and not q for g, q in v),
+        }
     return out
 
 
@@ -71,10 +75,16 @@ def main() -> None:
     seen = rs_train_responses()
     for r in rows:
         r["group"] = r["family"]
-    extra = [dict(r, group="gpt-3.5-2023 outside RS train", extra=True) for r in rows
-             if r["family"] == "gpt-3.5-2023" and r["response"] not in seen]
-    print(f"{len(rows)} rows ({counts.get('excluded', 0)} excluded skipped); gpt-3.5-2023 rows outside the RS "
-          f"training split: {len(extra)}", flush=True)
+    extra = [
+        dict(r, group="gpt-3.5-2023 outside RS train", extra=True)
+        for r in rows
+        if r["family"] == "gpt-3.5-2023" and r["response"] not in seen
+    ]
+    print(
+        f"{len(rows)} rows ({counts.get('excluded', 0)} excluded skipped); gpt-3.5-2023 rows outside the RS "
+        f"training split: {len(extra)}",
+        flush=True,
+    )
     report = {}
     for name in a.detector or ["keyword", "default", "tsetlin", "cascade"]:
         det = get_detector(name)
@@ -83,16 +93,29 @@ def main() -> None:
         secs = time.time() - t0
         idx = {r["id"]: p for r, p in zip(rows, pred)}
         table = group_table(rows + extra, pred + [idx[r["id"]] for r in extra])
-        jbb = [(r["auto_label"] == "jailbroken", p == "full_compliance") for r, p in zip(rows, pred)
-               if r["dataset"] == "jbb_artifacts"]
-        gold_jbb = [(r["auto_label"] == "jailbroken", r["label"] == "full_compliance") for r in rows
-                    if r["dataset"] == "jbb_artifacts"]
-        report[name] = {"by_family": table, "seconds": round(secs, 1),
-                        "jbb_agreement": sum(a == b for a, b in jbb) / max(1, len(jbb)), "jbb_n": len(jbb),
-                        "gold_jbb_agreement": sum(a == b for a, b in gold_jbb) / max(1, len(gold_jbb))}
-        print(f"== {name}  ({len(rows) / secs:.0f} rows/s)  agreement with jbb 'jailbroken': "
-              f"{report[name]['jbb_agreement']:.3f} (n={len(jbb)}; our labels agree with jbb: "
-              f"{report[name]['gold_jbb_agreement']:.3f})", flush=True)
+        jbb = [
+            (r["auto_label"] == "jailbroken", p == "full_compliance")
+            for r, p in zip(rows, pred)
+            if r["dataset"] == "jbb_artifacts"
+        ]
+        gold_jbb = [
+            (r["auto_label"] == "jailbroken", r["label"] == "full_compliance")
+            for r in rows
+            if r["dataset"] == "jbb_artifacts"
+        ]
+        report[name] = {
+            "by_family": table,
+            "seconds": round(secs, 1),
+            "jbb_agreement": sum(a == b for a, b in jbb) / max(1, len(jbb)),
+            "jbb_n": len(jbb),
+            "gold_jbb_agreement": sum(a == b for a, b in gold_jbb) / max(1, len(gold_jbb)),
+        }
+        print(
+            f"== {name}  ({len(rows) / secs:.0f} rows/s)  agreement with jbb 'jailbroken': "
+            f"{report[name]['jbb_agreement']:.3f} (n={len(jbb)}; our labels agree with jbb: "
+            f"{report[name]['gold_jbb_agreement']:.3f})",
+            flush=True,
+        )
         for k, m in table.items():
             print(f"  {k:<32} n={m['n']:<5} acc {m['accuracy']:.3f}  FP {m['fp']:<4} FN {m['fn']}", flush=True)
     if a.json:

@@ -33,13 +33,17 @@ from refusalkit.data.registry import default_data_dir  # noqa: E402
 
 
 def sample(path: Path, split: str | None, n: int, seed: int = 0, label: str | None = None) -> list[dict]:
-    rows = [r for r in read_records(path) if (split is None or r.get("split") == split)
-            and (label is None or r.get("label") == label)]
+    rows = [
+        r
+        for r in read_records(path)
+        if (split is None or r.get("split") == split) and (label is None or r.get("label") == label)
+    ]
     return rows if n >= len(rows) else random.Random(seed).sample(rows, n)
 
 
 def judged_refusal_rate(texts: list[str], prompts: list[str]) -> tuple[float, list[bool]]:
     from refusalkit.detect import get_detector, is_refusal
+
     labels = get_detector().predict(texts, prompts)
     flags = [is_refusal(x) for x in labels]
     return float(np.mean(flags)), flags
@@ -48,6 +52,7 @@ def judged_refusal_rate(texts: list[str], prompts: list[str]) -> tuple[float, li
 def generate(hf, prompts, spec, args):
     from refusalkit.latent.intervene import intervention
     from refusalkit.models.base import GenerationConfig
+
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens)
     t = time.perf_counter()
     with intervention(hf.model, spec):
@@ -59,6 +64,7 @@ def generate(hf, prompts, spec, args):
 def section_ablation(hf, art, args, out):
     from refusalkit.latent.directions import first_token, kl_div
     from refusalkit.latent.use import ablation_spec
+
     data = default_data_dir()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
@@ -70,8 +76,10 @@ def section_ablation(hf, art, args, out):
             rate, _ = judged_refusal_rate(texts, prompts)
             res[f"{name}_{cond}_refusal"] = rate
             res[f"{name}_{cond}_examples"] = texts[:3]
-            print(f"ablation {name:8s} {cond:8s} refusal {rate:.3f}  ({len(prompts)} prompts, {ntok} tokens, "
-                  f"{dt:.0f}s)", flush=True)
+            print(
+                f"ablation {name:8s} {cond:8s} refusal {rate:.3f}  ({len(prompts)} prompts, {ntok} tokens, {dt:.0f}s)",
+                flush=True,
+            )
     ids = art.card["refusal"]["refusal_token_ids"]
     base = first_token(hf, harmless, ids, keep_logprobs=True, batch_size=args.batch_size)
     abl = first_token(hf, harmless, ids, spec, keep_logprobs=True, batch_size=args.batch_size)
@@ -82,13 +90,19 @@ def section_ablation(hf, art, args, out):
 
 def section_addition(hf, art, args, out):
     from refusalkit.latent.use import steer_spec
+
     data = default_data_dir()
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
     spec = steer_spec(art, args.coef)
     texts, ntok, dt = generate(hf, harmless, spec, args)
     rate, _ = judged_refusal_rate(texts, harmless)
-    out["addition"] = {"n_harmless": len(harmless), "coef": args.coef, "layer": spec["layer"],
-                       "harmless_refusal": rate, "examples": texts[:3]}
+    out["addition"] = {
+        "n_harmless": len(harmless),
+        "coef": args.coef,
+        "layer": spec["layer"],
+        "harmless_refusal": rate,
+        "examples": texts[:3],
+    }
     print(f"addition coef {args.coef} at layer {spec['layer']}: harmless refusal {rate:.3f} ({dt:.0f}s)", flush=True)
 
 
@@ -96,32 +110,46 @@ def section_guard(hf, art, args, out):
     from refusalkit.latent.guard import auroc, keyword_score
     from refusalkit.latent.use import guard_layer_scores, guard_of
     from refusalkit.predict import get_predictor
+
     data = default_data_dir()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
-    xs = sample(data / "xstest_prompts.jsonl", None, args.n_xstest // 2, label="unsafe") + \
-        sample(data / "xstest_prompts.jsonl", None, args.n_xstest // 2, label="safe")
+    xs = sample(data / "xstest_prompts.jsonl", None, args.n_xstest // 2, label="unsafe") + sample(
+        data / "xstest_prompts.jsonl", None, args.n_xstest // 2, label="safe"
+    )
     guard = guard_of(art)
     pred = get_predictor("chatgpt")
     res = {"guard_layers": guard.layers}
     t = time.perf_counter()
-    for name, pos, neg in (("test", harmful, harmless),
-                           ("xstest", [r["prompt"] for r in xs if r["label"] == "unsafe"],
-                            [r["prompt"] for r in xs if r["label"] == "safe"])):
+    for name, pos, neg in (
+        ("test", harmful, harmless),
+        (
+            "xstest",
+            [r["prompt"] for r in xs if r["label"] == "unsafe"],
+            [r["prompt"] for r in xs if r["label"] == "safe"],
+        ),
+    ):
         prompts = pos + neg
         y = np.array([1] * len(pos) + [0] * len(neg))
         ls = guard_layer_scores(hf, art, prompts, batch_size=args.batch_size)
         p = guard.p_harmful(ls)
         per_layer = {int(i): auroc(ls[:, i].numpy(), y) for i in range(ls.shape[1])}
-        res[name] = {"n_pos": len(pos), "n_neg": len(neg), "guard_auroc": auroc(p, y),
-                     "guard_accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
-                     "predictor_auroc": auroc(pred.p_refusal(prompts), y),
-                     "keyword_auroc": auroc(keyword_score(prompts), y),
-                     "per_layer_auroc": per_layer}
+        res[name] = {
+            "n_pos": len(pos),
+            "n_neg": len(neg),
+            "guard_auroc": auroc(p, y),
+            "guard_accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
+            "predictor_auroc": auroc(pred.p_refusal(prompts), y),
+            "keyword_auroc": auroc(keyword_score(prompts), y),
+            "per_layer_auroc": per_layer,
+        }
         r = res[name]
-        print(f"guard {name}: AUROC guard {r['guard_auroc']:.3f}  predictor(chatgpt) {r['predictor_auroc']:.3f}  "
-              f"keywords {r['keyword_auroc']:.3f}  (acc@0.5 {r['guard_accuracy_at_0.5']:.3f}; "
-              f"{len(pos)}+{len(neg)} prompts)", flush=True)
+        print(
+            f"guard {name}: AUROC guard {r['guard_auroc']:.3f}  predictor(chatgpt) {r['predictor_auroc']:.3f}  "
+            f"keywords {r['keyword_auroc']:.3f}  (acc@0.5 {r['guard_accuracy_at_0.5']:.3f}; "
+            f"{len(pos)}+{len(neg)} prompts)",
+            flush=True,
+        )
     res["seconds"] = time.perf_counter() - t
     out["guard"] = res
 
@@ -130,6 +158,7 @@ def section_overhead(hf, art, args, out):
     from refusalkit.latent.intervene import intervention
     from refusalkit.latent.use import ablation_spec
     from refusalkit.models.base import GenerationConfig
+
     data = default_data_dir()
     prompts = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.batch_size, seed=1)]
     spec = ablation_spec(art)
@@ -138,19 +167,25 @@ def section_overhead(hf, art, args, out):
     for _ in range(args.overhead_reps):  # interleaved, so load changes hit both alike
         for cond, s in (("plain", None), ("ablated", spec)):
             # fixed length: count every generated position, EOS or not
-            cfg = GenerationConfig(max_new_tokens=args.overhead_tokens,
-                                   extra={"min_new_tokens": args.overhead_tokens})
+            cfg = GenerationConfig(max_new_tokens=args.overhead_tokens, extra={"min_new_tokens": args.overhead_tokens})
             t = time.perf_counter()
             with intervention(hf.model, s):
                 hf.generate(prompts, cfg, batch_size=len(prompts))
             dt = time.perf_counter() - t
             rates[cond].append(len(prompts) * args.overhead_tokens / dt)
     plain, abl = float(np.median(rates["plain"])), float(np.median(rates["ablated"]))
-    out["overhead"] = {"tokens_per_s_plain": plain, "tokens_per_s_ablated": abl,
-                       "overhead_pct": 100 * (plain - abl) / plain, "reps": rates, "batch": len(prompts),
-                       "new_tokens": args.overhead_tokens}
-    print(f"overhead: plain {plain:.2f} tok/s, ablated {abl:.2f} tok/s ({out['overhead']['overhead_pct']:+.1f}%)",
-          flush=True)
+    out["overhead"] = {
+        "tokens_per_s_plain": plain,
+        "tokens_per_s_ablated": abl,
+        "overhead_pct": 100 * (plain - abl) / plain,
+        "reps": rates,
+        "batch": len(prompts),
+        "new_tokens": args.overhead_tokens,
+    }
+    print(
+        f"overhead: plain {plain:.2f} tok/s, ablated {abl:.2f} tok/s ({out['overhead']['overhead_pct']:+.1f}%)",
+        flush=True,
+    )
 
 
 def section_export(hf, art, args, out):
@@ -158,6 +193,7 @@ def section_export(hf, art, args, out):
 
     from refusalkit.latent.use import export_orthogonalized
     from refusalkit.models.hf import HFModel
+
     data = default_data_dir()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     tmp = Path(tempfile.mkdtemp(prefix="latent-export-"))
@@ -172,8 +208,12 @@ def section_export(hf, art, args, out):
         plain = HFModel(tmp / "abliterated", model=model, tokenizer=tok, batch_size=args.batch_size)
         texts, ntok, dt = generate(plain, harmful, None, args)
         rate, _ = judged_refusal_rate(texts, harmful)
-        out["export"] = {"n_harmful": len(harmful), "harmful_refusal": rate,
-                         "export_and_load_s": time.perf_counter() - t - dt, "examples": texts[:3]}
+        out["export"] = {
+            "n_harmful": len(harmful),
+            "harmful_refusal": rate,
+            "export_and_load_s": time.perf_counter() - t - dt,
+            "examples": texts[:3],
+        }
         print(f"export: harmful refusal with the orthogonalised model {rate:.3f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,21 +221,40 @@ def section_export(hf, art, args, out):
 
 def section_separation(hf, art, args, out):
     from refusalkit.latent.directions import separation_check
+
     data = default_data_dir()
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_judge)]
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_judge)]
     layer = art.card["refusal"]["layer"]
-    res = separation_check(hf, harmless, harmful, art.tensor("harmfulness")[layer], art.tensor("refusal_direction"),
-                           layer, art.card["refusal"]["refusal_token_ids"], coef=args.coef, batch_size=args.batch_size)
+    res = separation_check(
+        hf,
+        harmless,
+        harmful,
+        art.tensor("harmfulness")[layer],
+        art.tensor("refusal_direction"),
+        layer,
+        art.card["refusal"]["refusal_token_ids"],
+        coef=args.coef,
+        batch_size=args.batch_size,
+    )
     out["separation"] = res
     for k in ("plain", "harmfulness", "refusal"):
-        print(f"separation: harmless steered along {k:11s} judged harmful {res[k]['judged_harmful']:.3f} "
-              f"(log-odds {res[k]['logodds']:+.2f}), refusal p {res[k]['p_refusal']:.3f}", flush=True)
+        print(
+            f"separation: harmless steered along {k:11s} judged harmful {res[k]['judged_harmful']:.3f} "
+            f"(log-odds {res[k]['logodds']:+.2f}), refusal p {res[k]['p_refusal']:.3f}",
+            flush=True,
+        )
     print(f"separation: harmful, plain: judged harmful {res['harmful_plain']['judged_harmful']:.3f}", flush=True)
 
 
-SECTIONS = {"separation": section_separation, "ablation": section_ablation, "addition": section_addition, "guard": section_guard,
-            "overhead": section_overhead, "export": section_export}
+SECTIONS = {
+    "separation": section_separation,
+    "ablation": section_ablation,
+    "addition": section_addition,
+    "guard": section_guard,
+    "overhead": section_overhead,
+    "export": section_export,
+}
 
 
 def main() -> None:
@@ -216,15 +275,22 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="merge the figures into this JSON file")
     args = ap.parse_args()
     from refusalkit.latent.use import load_for
+
     art, hf = load_for(args.direction, args.model, batch_size=args.batch_size, dtype=args.dtype)
     out: dict = {}
     if args.json and Path(args.json).is_file():
         out = json.loads(Path(args.json).read_text())
-    out.setdefault("meta", {}).update({"model": art.card["model"]["id"], "direction": str(args.direction),
-                                       "refusal_layer": art.card["refusal"]["layer"],
-                                       "refusal_position": art.card["refusal"]["position"],
-                                       "torch_threads": torch.get_num_threads(),
-                                       "dtype": str(hf.model.dtype), "date": time.strftime("%Y-%m-%d")})
+    out.setdefault("meta", {}).update(
+        {
+            "model": art.card["model"]["id"],
+            "direction": str(args.direction),
+            "refusal_layer": art.card["refusal"]["layer"],
+            "refusal_position": art.card["refusal"]["position"],
+            "torch_threads": torch.get_num_threads(),
+            "dtype": str(hf.model.dtype),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    )
     names = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "export" in names:  # it edits the weights in place
         names = [n for n in names if n != "export"] + ["export"]

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
-import click
 import typer
+from typer._click import Context as ClickContext  # typer vendors click; TyperGroup is typed against its Context
 from typer.core import TyperGroup
 
 from refusalkit.cli import validate
@@ -21,22 +20,27 @@ _DETECTOR_HELP = detector_help()
 class _DefaultRun(TyperGroup):
     """Routes ``detect INPUT ...`` to the ``run`` subcommand so both ``detect FILE`` and ``detect train`` work."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
 
-detect_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True,
-                         help="Judge responses as full_compliance / partial_refusal / full_refusal / redirection.")
+detect_app = typer.Typer(
+    cls=_DefaultRun,
+    no_args_is_help=True,
+    help="Judge responses as full_compliance / partial_refusal / full_refusal / redirection.",
+)
 
 
 @detect_app.command("run")
 @handle_errors
-def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and optionally 'prompt') per row."),
-        output: Path = typer.Option(..., "--output", "-o", help="Output JSONL: each row plus verdict and p_refusal."),
-        detector: str = typer.Option("default", "--detector", "-d", help=_DETECTOR_HELP),
-        batch_size: int = typer.Option(512, help="Responses judged per batch.")) -> None:
+def run(
+    input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and optionally 'prompt') per row."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output JSONL: each row plus verdict and p_refusal."),
+    detector: str = typer.Option("default", "--detector", "-d", help=_DETECTOR_HELP),
+    batch_size: int = typer.Option(512, help="Responses judged per batch."),
+) -> None:
     """Add ``verdict`` (taxonomy label) and ``p_refusal`` (P(not full compliance)) to every row."""
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.detect import get_detector
@@ -49,8 +53,8 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
     det = get_detector(detector)
     verdicts, probs = [], []
     for i in range(0, len(rows), batch_size):
-        ps = None if prompts is None else prompts[i:i + batch_size]
-        P = det.predict_proba(responses[i:i + batch_size], ps)
+        ps = None if prompts is None else prompts[i : i + batch_size]
+        P = det.predict_proba(responses[i : i + batch_size], ps)
         verdicts += labels_from_proba(P, det.classes_)
         probs += (1 - P[:, list(det.classes_).index("full_compliance")]).tolist()
     out = []
@@ -64,18 +68,29 @@ def run(input: Path = typer.Argument(..., help="JSONL/CSV with 'response' (and o
     if notes["empty_responses"]:
         err_console.print(f"note: {notes['empty_responses']} empty responses were judged as refusals (no answer)")
     if notes["huge_responses"]:
-        err_console.print(f"note: {notes['huge_responses']} responses over 1 MB were judged on their first 4,000 "
-                          "and last 1,000 characters")
+        err_console.print(
+            f"note: {notes['huge_responses']} responses over 1 MB were judged on their first 4,000 "
+            "and last 1,000 characters"
+        )
 
 
 @detect_app.command("train")
 @handle_errors
-def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labelled JSONL/CSV (prompt, response, label); repeatable."),
-          convention: str = typer.Option("binary", help="Convention of the gold labels: binary, xstest, reuter_schulze, orbench, coconot, or taxonomy labels."),
-          label_field: Optional[str] = typer.Option(None, help="Field with the gold label (default: label; fine_label for reuter_schulze)."),
-          kind: str = typer.Option("linear", help=trainable_help()),
-          out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the detector into."),
-          with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data.")) -> None:
+def train(
+    data: list[Path] | None = typer.Option(
+        None, "--data", help="Labelled JSONL/CSV (prompt, response, label); repeatable."
+    ),
+    convention: str = typer.Option(
+        "binary",
+        help="Convention of the gold labels: binary, xstest, reuter_schulze, orbench, coconot, or taxonomy labels.",
+    ),
+    label_field: str | None = typer.Option(
+        None, help="Field with the gold label (default: label; fine_label for reuter_schulze)."
+    ),
+    kind: str = typer.Option("linear", help=trainable_help()),
+    out: Path | None = typer.Option(None, "--out", help="Folder to write the detector into."),
+    with_synthetic: bool = typer.Option(False, help="Add refusalkit's synthetic responses to the data."),
+) -> None:
     """Train a detector on labelled responses. (The shipped detectors are rebuilt from a repository
     checkout with ``scripts/rebuild_shipped.py``.)"""
     from refusalkit.detect import training
@@ -99,29 +114,54 @@ def train(data: Optional[List[Path]] = typer.Option(None, "--data", help="Labell
     det = training.fit_rows(make_detector(kind, name=out.name), rows)
     fit = training.evaluate_rows(det, rows)
     from collections import Counter
-    det.save(out, {"name": out.name, "kind": kind, "training_data": {
-        "files": [str(f) for f in data or []], "synthetic": with_synthetic, "n": len(rows),
-        "labels": dict(Counter(r["label"] for r in rows))}, "convention": convention,
-        "training_accuracy": fit["binary"]["accuracy"],
-        "note": "training accuracy only; measure held-out accuracy with `refusalkit detect evaluate`"})
-    console.print(f"trained {kind} detector on {len(rows)} responses -> {out} (training accuracy "
-                  f"{fit['binary']['accuracy']:.4f}; evaluate it on held-out data)")
+
+    det.save(
+        out,
+        {
+            "name": out.name,
+            "kind": kind,
+            "training_data": {
+                "files": [str(f) for f in data or []],
+                "synthetic": with_synthetic,
+                "n": len(rows),
+                "labels": dict(Counter(r["label"] for r in rows)),
+            },
+            "convention": convention,
+            "training_accuracy": fit["binary"]["accuracy"],
+            "note": "training accuracy only; measure held-out accuracy with `refusalkit detect evaluate`",
+        },
+    )
+    console.print(
+        f"trained {kind} detector on {len(rows)} responses -> {out} (training accuracy "
+        f"{fit['binary']['accuracy']:.4f}; evaluate it on held-out data)"
+    )
 
 
 @detect_app.command("evaluate")
 @handle_errors
-def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled JSONL/CSV (prompt, response, label)."),
-             detector: List[str] = typer.Option(["default"], "--detector", "-d", help=_DETECTOR_HELP + " Repeatable."),
-             convention: str = typer.Option("binary", help="Convention of the gold labels (binary, xstest, reuter_schulze, orbench, coconot)."),
-             label_field: Optional[str] = typer.Option(None, help="Field with the gold label."),
-             rs_test: bool = typer.Option(False, "--rs-test", help="Use the Reuter & Schulze test split (paper protocol) from --data-dir."),
-             data_dir: Optional[Path] = typer.Option(None, help="Folder with chatgpt_refusals.jsonl (default: "
-                                                            "$REFUSALKIT_DATA or ../shared/data)."),
-             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the reports as JSON."),
-             by: Optional[str] = typer.Option(None, "--by", help="Also report each group of rows sharing this field "
-                                              "(e.g. family, source_model): n, binary accuracy, false "
-                                              "positives/negatives, and XSTest 3-class / 4-class accuracy where the "
-                                              "gold labels make those distinctions.")) -> None:
+def evaluate(
+    data: Path | None = typer.Option(None, "--data", help="Labelled JSONL/CSV (prompt, response, label)."),
+    detector: list[str] = typer.Option(["default"], "--detector", "-d", help=_DETECTOR_HELP + " Repeatable."),
+    convention: str = typer.Option(
+        "binary", help="Convention of the gold labels (binary, xstest, reuter_schulze, orbench, coconot)."
+    ),
+    label_field: str | None = typer.Option(None, help="Field with the gold label."),
+    rs_test: bool = typer.Option(
+        False, "--rs-test", help="Use the Reuter & Schulze test split (paper protocol) from --data-dir."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, help="Folder with chatgpt_refusals.jsonl (default: $REFUSALKIT_DATA or ../shared/data)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the reports as JSON."),
+    by: str | None = typer.Option(
+        None,
+        "--by",
+        help="Also report each group of rows sharing this field "
+        "(e.g. family, source_model): n, binary accuracy, false "
+        "positives/negatives, and XSTest 3-class / 4-class accuracy where the "
+        "gold labels make those distinctions.",
+    ),
+) -> None:
     """Accuracy, macro-F1, confusion matrix, per-class precision/recall, per-source and (--by) per-group accuracy."""
     from refusalkit.detect import get_detector
     from refusalkit.detect.datasets import RS_FILE, read_labelled, rs_split
@@ -135,6 +175,7 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
     counts: dict[str, int] = {}
     if rs_test:
         from refusalkit.data.registry import data_root
+
         rs_file = (data_dir or data_root()) / RS_FILE
         rows = rs_split(rs_file)[2]
         where = f"{rs_file} test split (70/15/15, random_state 0)"
@@ -157,18 +198,21 @@ def evaluate(data: Optional[Path] = typer.Option(None, "--data", help="Labelled 
         console.print(format_report(rep, f"== {name} on {where}"), highlight=False, markup=False)
     if json_out:
         from refusalkit.data.io import write_json_atomic
+
         write_json_atomic(json_out, reports, indent=1)
 
 
 @detect_app.command("explain")
 @handle_errors
-def explain(response: Optional[str] = typer.Option(None, "--response", "-r", help="Response text to explain."),
-            prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The prompt it answered."),
-            input: Optional[Path] = typer.Option(None, "--input", help="Explain rows of this JSONL file instead."),
-            limit: int = typer.Option(5, help="Rows of --input to explain."),
-            detector: str = typer.Option("default", "--detector", "-d", help=_DETECTOR_HELP),
-            top: int = typer.Option(8, help="Features or rules to show."),
-            rules: bool = typer.Option(False, "--rules", help="Show the detector's strongest rules/n-grams overall.")) -> None:
+def explain(
+    response: str | None = typer.Option(None, "--response", "-r", help="Response text to explain."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="The prompt it answered."),
+    input: Path | None = typer.Option(None, "--input", help="Explain rows of this JSONL file instead."),
+    limit: int = typer.Option(5, help="Rows of --input to explain."),
+    detector: str = typer.Option("default", "--detector", "-d", help=_DETECTOR_HELP),
+    top: int = typer.Option(8, help="Features or rules to show."),
+    rules: bool = typer.Option(False, "--rules", help="Show the detector's strongest rules/n-grams overall."),
+) -> None:
     """Show the rules or n-grams that drive a verdict (or, with --rules, the detector overall)."""
     from refusalkit.detect import get_detector
 
@@ -176,19 +220,26 @@ def explain(response: Optional[str] = typer.Option(None, "--response", "-r", hel
     if rules:
         if hasattr(det, "rules"):
             for r in det.rules(top):
-                console.print(f"IF {r['rule']} THEN {r['votes_for']}  votes={r['votes']}", highlight=False, markup=False)
+                console.print(
+                    f"IF {r['rule']} THEN {r['votes_for']}  votes={r['votes']}", highlight=False, markup=False
+                )
         elif hasattr(det, "top_features"):
             tf = det.top_features(top)
             for side in ("refusal", "compliance"):
-                console.print(f"towards {side}: " + ", ".join(f"{n} ({w:+.2f})" for n, w in tf[side]),
-                              highlight=False, markup=False)
+                console.print(
+                    f"towards {side}: " + ", ".join(f"{n} ({w:+.2f})" for n, w in tf[side]),
+                    highlight=False,
+                    markup=False,
+                )
         else:
             from refusalkit.detect.patterns import CUES
+
             for g, ps in CUES.items():
                 console.print(f"{g}: {len(ps)} patterns, e.g. {ps[0][:100]}", highlight=False, markup=False)
         return
     if input is not None:
         from refusalkit.detect.inputs import read_responses
+
         _, responses, prompts, _ = read_responses(input)
         items = [(responses[i], prompts[i] if prompts else None) for i in range(min(limit, len(responses)))]
     elif response is not None:
@@ -198,6 +249,7 @@ def explain(response: Optional[str] = typer.Option(None, "--response", "-r", hel
     for resp, pr in items:
         P = det.predict_proba([resp], None if pr is None else [pr])
         from refusalkit.detect.base import labels_from_proba
+
         v = labels_from_proba(P, det.classes_)[0]
         p = 1 - P[0, list(det.classes_).index("full_compliance")]
         console.print(f"{v}  p_refusal={p:.3f}  {resp[:100]!r}", highlight=False, markup=False)
@@ -208,8 +260,11 @@ def explain(response: Optional[str] = typer.Option(None, "--response", "-r", hel
 
 @detect_app.command("write-data")
 @handle_errors
-def write_data(output: Path = typer.Option(..., "--output", "-o", help="JSONL to write."),
-               seed: int = typer.Option(0), per_topic: int = typer.Option(25)) -> None:
+def write_data(
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL to write."),
+    seed: int = typer.Option(0),
+    per_topic: int = typer.Option(25),
+) -> None:
     """Write refusalkit's synthetic labelled responses (the data the shipped detectors train on)."""
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.detect.synth import write_synthetic

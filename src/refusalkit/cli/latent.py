@@ -10,10 +10,16 @@ import typer
 from refusalkit.cli.common import console, err_console, handle_errors
 from refusalkit.errors import RefusalkitError
 
-_DTYPE = typer.Option("auto", help="auto (float32 on a CPU without native bfloat16, else the checkpoint's) | "
-                                    "float32 | bfloat16 | float16 | model")
-latent_app = typer.Typer(no_args_is_help=True, help="Refusal and harmfulness directions: extract, ablate, steer, "
-                                                    "guard, export (Arditi et al. 2024; Zhao et al. 2025).")
+_DTYPE = typer.Option(
+    "auto",
+    help="auto (float32 on a CPU without native bfloat16, else the checkpoint's) | "
+    "float32 | bfloat16 | float16 | model",
+)
+latent_app = typer.Typer(
+    no_args_is_help=True,
+    help="Refusal and harmfulness directions: extract, ablate, steer, "
+    "guard, export (Arditi et al. 2024; Zhao et al. 2025).",
+)
 
 
 def _int_list(option: str, s: str | None) -> list[int] | None:
@@ -35,10 +41,12 @@ def _int_list(option: str, s: str | None) -> list[int] | None:
 
 def _default_data(name: str) -> str:
     from refusalkit.data.registry import default_data_dir
+
     d = default_data_dir()
     if d is None or not (d / name).is_file():
-        raise RefusalkitError(f"no default {name}: pass the file explicitly or set REFUSALKIT_DATA to the folder "
-                              "holding it")
+        raise RefusalkitError(
+            f"no default {name}: pass the file explicitly or set REFUSALKIT_DATA to the folder holding it"
+        )
     return str(d / name)
 
 
@@ -47,22 +55,29 @@ def _default_data(name: str) -> str:
 def extract_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the direction artifact and its report."),
     model: str = typer.Option("default", "--model", "-m", help="default | subject | PATH | org/name"),
-    harmful: str | None = typer.Option(None, help="Harmful prompts with a 'split' field (train/val); default: "
-                                                     "harmful_instructions.jsonl in the data folder."),
-    harmless: str | None = typer.Option(None, help="Harmless prompts with a 'split' field; default: "
-                                                      "harmless_instructions.jsonl in the data folder."),
+    harmful: str | None = typer.Option(
+        None,
+        help="Harmful prompts with a 'split' field (train/val); default: "
+        "harmful_instructions.jsonl in the data folder.",
+    ),
+    harmless: str | None = typer.Option(
+        None, help="Harmless prompts with a 'split' field; default: harmless_instructions.jsonl in the data folder."
+    ),
     harmful_val: str | None = typer.Option(None, help="Harmful validation prompts as a separate file."),
     harmless_val: str | None = typer.Option(None, help="Harmless validation prompts as a separate file."),
     n_train: int = typer.Option(260, help="Training prompts per class (a seeded sample)."),
     n_val_harmful: int = typer.Option(39),
     n_val_harmless: int = typer.Option(64),
     positions: str = typer.Option("inst,post", help="Positions to capture: inst, post, last, or offsets like -1,-2."),
-    layers: str | None = typer.Option(None, help="Candidate layers, e.g. '8-20' or '10,12,14' (default: all "
-                                                    "below --max-layer-frac of the depth)."),
-    candidate_positions: str | None = typer.Option(None, help="Candidate positions, e.g. 'post-1,post-5' "
-                                                                 "(default: every post-instruction position)."),
-    max_candidates: int = typer.Option(16, help="Score at most this many (layer, position) candidates (evenly "
-                                                "thinned grid)."),
+    layers: str | None = typer.Option(
+        None, help="Candidate layers, e.g. '8-20' or '10,12,14' (default: all below --max-layer-frac of the depth)."
+    ),
+    candidate_positions: str | None = typer.Option(
+        None, help="Candidate positions, e.g. 'post-1,post-5' (default: every post-instruction position)."
+    ),
+    max_candidates: int = typer.Option(
+        16, help="Score at most this many (layer, position) candidates (evenly thinned grid)."
+    ),
     max_layer_frac: float = typer.Option(0.8, help="Skip candidates in the last (1 - this) of the layers."),
     kl_max: float = typer.Option(0.1, help="Largest harmless first-token KL a selected ablation may cause."),
     coefs: str = typer.Option("0,0.5,1,1.5,2", help="Addition coefficients for the refusal-vs-coefficient sweep."),
@@ -79,8 +94,13 @@ def extract_cmd(
     from refusalkit.latent.report import report_files
     from refusalkit.latent.use import load_hf
 
-    for opt, v in (("--n-train", n_train), ("--n-val-harmful", n_val_harmful), ("--n-val-harmless", n_val_harmless),
-                   ("--max-candidates", max_candidates), ("--batch-size", batch_size)):
+    for opt, v in (
+        ("--n-train", n_train),
+        ("--n-val-harmful", n_val_harmful),
+        ("--n-val-harmless", n_val_harmless),
+        ("--max-candidates", max_candidates),
+        ("--batch-size", batch_size),
+    ):
         validate.positive(opt, v)
     validate.probability("--max-layer-frac", max_layer_frac)
     validate.above("--kl-max", kl_max, 0.0)
@@ -90,28 +110,57 @@ def extract_cmd(
         coef_list = [float(c) for c in coefs.split(",") if c.strip()]
     except ValueError:
         raise RefusalkitError(f"--coefs: expected numbers like 0,0.5,1, got {coefs!r}") from None
-    cfg = ExtractConfig(harmful=harmful or _default_data("harmful_instructions.jsonl"),
-                        harmless=harmless or _default_data("harmless_instructions.jsonl"),
-                        harmful_val=harmful_val, harmless_val=harmless_val, n_train=n_train,
-                        n_val_harmful=n_val_harmful, n_val_harmless=n_val_harmless, positions=positions,
-                        layers=_int_list("--layers", layers),
-                        candidate_positions=[p.strip() for p in candidate_positions.split(",")]
-                        if candidate_positions else None,
-                        max_candidates=max_candidates, max_layer_frac=max_layer_frac, kl_max=kl_max,
-                        batch_size=batch_size, seed=seed, coefs=coef_list, judge_n=judge_n)
+    cfg = ExtractConfig(
+        harmful=harmful or _default_data("harmful_instructions.jsonl"),
+        harmless=harmless or _default_data("harmless_instructions.jsonl"),
+        harmful_val=harmful_val,
+        harmless_val=harmless_val,
+        n_train=n_train,
+        n_val_harmful=n_val_harmful,
+        n_val_harmless=n_val_harmless,
+        positions=positions,
+        layers=_int_list("--layers", layers),
+        candidate_positions=[p.strip() for p in candidate_positions.split(",")] if candidate_positions else None,
+        max_candidates=max_candidates,
+        max_layer_frac=max_layer_frac,
+        kl_max=kl_max,
+        batch_size=batch_size,
+        seed=seed,
+        coefs=coef_list,
+        judge_n=judge_n,
+    )
     hf = load_hf(model, batch_size=batch_size, dtype=dtype)
     tensors, card = extract(hf, model, cfg, status=lambda m: err_console.print(m, markup=False, highlight=False))
     files = report_files(card)
     save_artifact(output, tensors, card, extra_files=files)
     r = card["refusal"]
-    console.print(f"direction written to {output}: refusal layer {r['layer']} {r['position']} (harmful val refusal "
-                  f"p {r['baseline']['harmful_p']:.3f} -> {r['selected']['bypass_p']:.3f} ablated, KL "
-                  f"{r['selected']['kl']:.4f}); guard layers {card['guard']['layers']}; report "
-                  f"{output / 'report.html'}", markup=False, highlight=False)
+    console.print(
+        f"direction written to {output}: refusal layer {r['layer']} {r['position']} (harmful val refusal "
+        f"p {r['baseline']['harmful_p']:.3f} -> {r['selected']['bypass_p']:.3f} ablated, KL "
+        f"{r['selected']['kl']:.4f}); guard layers {card['guard']['layers']}; report "
+        f"{output / 'report.html'}",
+        markup=False,
+        highlight=False,
+    )
 
 
-def _generate_with(input: str, output: Path, direction: str, model: str | None, op: dict, *, limit, batch_size,
-                   max_new_tokens, temperature, top_p, seed, system_prompt, run_dir, fresh) -> None:
+def _generate_with(
+    input: str,
+    output: Path,
+    direction: str,
+    model: str | None,
+    op: dict,
+    *,
+    limit,
+    batch_size,
+    max_new_tokens,
+    temperature,
+    top_p,
+    seed,
+    system_prompt,
+    run_dir,
+    fresh,
+) -> None:
     """Generate like ``refusalkit generate`` (same run store, resuming, output rows) with an intervention."""
     from refusalkit.cli import validate
     from refusalkit.cli.common import RunBar
@@ -123,37 +172,60 @@ def _generate_with(input: str, output: Path, direction: str, model: str | None, 
     from refusalkit.models.base import GenerationConfig
     from refusalkit.runs import RunStore, run_resumable
 
-    validate.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        batch_size=batch_size, limit=limit, seed=seed)
+    validate.generation(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     validate.output_dir("--run-dir", run_dir)
     art = load_artifact(direction)  # fail fast on a bad artifact, before reading prompts or loading anything
     spec_model = model or art.card["model"]["id"]
     examples = resolve_prompts(input, limit=limit)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                           system_prompt=system_prompt)
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
+    )
     from refusalkit.models.context import check_examples
+
     check_examples(spec_model, examples, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
     fp = art.card["model"]["fingerprint"]
 
     def loader():
         a, hf = load_for(direction, model, batch_size=batch_size)
-        spec = ablation_spec(a) if op["op"] == "ablate" else steer_spec(a, op["coef"], layer=op.get("layer"),
-                                                                        vector=op["vector"],
-                                                                        ablate_first=op["ablate_first"])
+        spec = (
+            ablation_spec(a)
+            if op["op"] == "ablate"
+            else steer_spec(a, op["coef"], layer=op.get("layer"), vector=op["vector"], ablate_first=op["ablate_first"])
+        )
         return InterventionModel(hf, spec, name=f"{hf.name}+latent-{op['op']}")
 
     import hashlib
+
     dir_hash = hashlib.sha256((Path(direction) / "directions.safetensors").read_bytes()).hexdigest()[:16]
     with RunBar() as bar:
-        res = run_resumable(examples, loader, cfg, run_dir, fresh=fresh, kind="latent",
-                            model_id=f"{spec_model}|latent", key_extra={"latent": {**op, "direction": dir_hash}},
-                            meta={"input": input, "latent": {**op, "direction": str(direction), "weights": fp}},
-                            batch_size=batch_size, on_progress=bar)
+        res = run_resumable(
+            examples,
+            loader,
+            cfg,
+            run_dir,
+            fresh=fresh,
+            kind="latent",
+            model_id=f"{spec_model}|latent",
+            key_extra={"latent": {**op, "direction": dir_hash}},
+            meta={"input": input, "latent": {**op, "direction": str(direction), "weights": fp}},
+            batch_size=batch_size,
+            on_progress=bar,
+        )
     with RunStore.open_readonly(res.run_dir) as store:
         n = write_jsonl_atomic(output, store.iter_response_dicts())
-    console.print(f"wrote {n} responses to {output} (run: {res.run_dir}; {res.n_new} new in {bar.seconds:.1f}s)",
-                  markup=False, highlight=False)
+    console.print(
+        f"wrote {n} responses to {output} (run: {res.run_dir}; {res.n_new} new in {bar.seconds:.1f}s)",
+        markup=False,
+        highlight=False,
+    )
 
 
 _INPUT = typer.Argument(..., help="Prompt file (.jsonl/.csv with a 'prompt' field) or benchmark name.")
@@ -165,7 +237,10 @@ _MODEL = typer.Option(None, "--model", "-m", help="Model (default: the one the d
 @latent_app.command("ablate")
 @handle_errors
 def ablate_cmd(
-    input: str = _INPUT, output: Path = _OUTPUT, direction: str = _DIRECTION, model: str | None = _MODEL,
+    input: str = _INPUT,
+    output: Path = _OUTPUT,
+    direction: str = _DIRECTION,
+    model: str | None = _MODEL,
     limit: int | None = typer.Option(None, help="Only the first N prompts."),
     batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
     max_new_tokens: int = typer.Option(256, help="New tokens per response."),
@@ -178,21 +253,37 @@ def ablate_cmd(
 ) -> None:
     """Generate with the refusal direction projected out of the residual stream at every layer and position.
     Same options, resuming and output rows as `refusalkit generate`."""
-    _generate_with(input, output, direction, model, {"op": "ablate"}, limit=limit, batch_size=batch_size,
-                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                   system_prompt=system_prompt, run_dir=run_dir, fresh=fresh)
+    _generate_with(
+        input,
+        output,
+        direction,
+        model,
+        {"op": "ablate"},
+        limit=limit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        system_prompt=system_prompt,
+        run_dir=run_dir,
+        fresh=fresh,
+    )
 
 
 @latent_app.command("steer")
 @handle_errors
 def steer_cmd(
-    input: str = _INPUT, output: Path = _OUTPUT, direction: str = _DIRECTION, model: str | None = _MODEL,
-    coef: float = typer.Option(..., "--coef", help="Multiple of the direction (its difference of means) to add; "
-                                                   "negative values steer away."),
+    input: str = _INPUT,
+    output: Path = _OUTPUT,
+    direction: str = _DIRECTION,
+    model: str | None = _MODEL,
+    coef: float = typer.Option(
+        ..., "--coef", help="Multiple of the direction (its difference of means) to add; negative values steer away."
+    ),
     layer: int | None = typer.Option(None, help="Layer to add at (default: the selected refusal layer)."),
     vector: str = typer.Option("refusal", help="refusal | harmfulness"),
-    ablate_first: bool = typer.Option(False, help="Ablate the refusal direction everywhere first "
-                                                  "(ablate-then-add)."),
+    ablate_first: bool = typer.Option(False, help="Ablate the refusal direction everywhere first (ablate-then-add)."),
     limit: int | None = typer.Option(None, help="Only the first N prompts."),
     batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
     max_new_tokens: int = typer.Option(256, help="New tokens per response."),
@@ -206,14 +297,27 @@ def steer_cmd(
     """Generate with COEF times a direction added to the residual stream at one layer (activation addition).
     Same options, resuming and output rows as `refusalkit generate`."""
     import math
+
     if not math.isfinite(coef):
         raise RefusalkitError(f"--coef must be a finite number, got {coef}")
     if vector not in ("refusal", "harmfulness"):
         raise RefusalkitError(f"unknown --vector {vector!r}; use refusal or harmfulness")
-    _generate_with(input, output, direction, model,
-                   {"op": "steer", "coef": coef, "layer": layer, "vector": vector, "ablate_first": ablate_first},
-                   limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
-                   top_p=top_p, seed=seed, system_prompt=system_prompt, run_dir=run_dir, fresh=fresh)
+    _generate_with(
+        input,
+        output,
+        direction,
+        model,
+        {"op": "steer", "coef": coef, "layer": layer, "vector": vector, "ablate_first": ablate_first},
+        limit=limit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        system_prompt=system_prompt,
+        run_dir=run_dir,
+        fresh=fresh,
+    )
 
 
 @latent_app.command("guard")
@@ -221,7 +325,8 @@ def steer_cmd(
 def guard_cmd(
     input: str = typer.Argument(..., help="Prompt file or benchmark name."),
     output: Path = typer.Option(..., "-o", "--output", help="JSONL: the input rows with p_harmful added."),
-    direction: str = _DIRECTION, model: str | None = _MODEL,
+    direction: str = _DIRECTION,
+    model: str | None = _MODEL,
     limit: int | None = typer.Option(None),
     batch_size: int = typer.Option(8),
     system_prompt: str | None = typer.Option(None),
@@ -240,6 +345,7 @@ def guard_cmd(
     guard_of(art)
     examples = resolve_prompts(input, limit=limit)
     from refusalkit.models.context import check_examples
+
     check_examples(model or art.card["model"]["id"], examples, system_prompt=system_prompt)
     art, hf = load_for(direction, model, batch_size=batch_size)
     p = p_harmful(hf, art, [e.prompt for e in examples], batch_size=batch_size, system_prompt=system_prompt)
@@ -249,8 +355,11 @@ def guard_cmd(
         d["p_harmful"] = round(float(v), 6)
         rows.append(d)
     n = write_jsonl_atomic(output, rows)
-    console.print(f"wrote {n} rows with p_harmful to {output} ({int((p >= 0.5).sum())} at or above 0.5)",
-                  markup=False, highlight=False)
+    console.print(
+        f"wrote {n} rows with p_harmful to {output} ({int((p >= 0.5).sum())} at or above 0.5)",
+        markup=False,
+        highlight=False,
+    )
 
 
 @latent_app.command("export")

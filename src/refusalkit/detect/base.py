@@ -11,6 +11,7 @@ and a manifest of SHA-256s that loading checks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -109,6 +110,20 @@ class Detector:
     def explain(self, response: str, prompt: str | None = None, top: int = 8) -> list[dict[str, Any]]:
         """Return the features that drive this detector's verdict on one response (may be empty)."""
         return []
+
+
+class LearnedDetector(Detector):
+    """A detector learned from labelled responses: it saves itself to an artifact folder and loads back from one
+    (the kinds the registry ships or trains)."""
+
+    def save(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:  # pragma: no cover
+        """Return ``folder`` after writing the detector, its metadata, ``card`` and manifest into it."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LearnedDetector:  # pragma: no cover - every subclass overrides
+        """Return the detector saved in ``folder`` (checking its manifest)."""
+        raise NotImplementedError
 
 
 def blank_as_refusal(X: Sequence[str], P: np.ndarray) -> np.ndarray:

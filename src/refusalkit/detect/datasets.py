@@ -109,7 +109,7 @@ def read_real_corpus(path: str | Path, counts: dict[str, int] | None = None) -> 
     out = []
     skipped = 0
     for r in read_records(path):
-        where = dict(file=str(path), line=r.get("__line__"))
+        line = r.get("__line__")
         resp = require_str(r, "response", file=str(path), allow_empty=True)
         label = r.get("label")
         if label == EXCLUDED:
@@ -118,13 +118,15 @@ def read_real_corpus(path: str | Path, counts: dict[str, int] | None = None) -> 
         try:
             label = from_gold(label, "xstest") if isinstance(label, str) else None
         except Exception as e:
-            raise InputError(str(e), field="label", **where) from None
+            raise InputError(str(e), field="label", file=str(path), line=line) from None
         if label is None:
-            raise InputError("missing or not a taxonomy label", field="label", **where)
+            raise InputError("missing or not a taxonomy label", field="label", file=str(path), line=line)
         family = require_str(r, "family", file=str(path))
         prompt = r.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
-            raise InputError(f"expected a string, got {type(prompt).__name__}", field="prompt", **where)
+            raise InputError(
+                f"expected a string, got {type(prompt).__name__}", field="prompt", file=str(path), line=line
+            )
         out.append(
             {
                 "id": r.get("id", f"line-{r.get('__line__')}"),

@@ -25,7 +25,14 @@ from refusalkit.artifacts import (
     write_artifact,
 )
 from refusalkit.data.taxonomy import LABELS
-from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
+from refusalkit.detect.base import (
+    FORMAT_VERSION,
+    LearnedDetector,
+    blank_as_refusal,
+    check_labels,
+    check_prompts,
+    check_texts,
+)
 from refusalkit.detect.encoders import check_encoder_dir
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.text import clip
@@ -87,7 +94,7 @@ def embed(texts: list[str], batch_size: int = 64, encoder: str | Path | None = N
     return np.stack(_MEMO.get_many([(folder, t[:1000] or " ") for t in texts], encode))
 
 
-class EmbeddingDetector(Detector):
+class EmbeddingDetector(LearnedDetector):
     """MiniLM embedding of the response (+ prompt embedding and cue features) -> logistic regression."""
 
     kind = "embedding"

@@ -26,7 +26,14 @@ from refusalkit.artifacts import (
     write_artifact,
 )
 from refusalkit.data.taxonomy import LABELS
-from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
+from refusalkit.detect.base import (
+    FORMAT_VERSION,
+    LearnedDetector,
+    blank_as_refusal,
+    check_labels,
+    check_prompts,
+    check_texts,
+)
 from refusalkit.detect.patterns import FEATURE_NAMES, cue_matrix
 from refusalkit.detect.text import clip, opening
 
@@ -47,7 +54,7 @@ def _vectorizer(**kw):
     return TfidfVectorizer(lowercase=True, sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b", dtype=np.float32, **kw)
 
 
-class LinearDetector(Detector):
+class LinearDetector(LearnedDetector):
     """TF-IDF n-grams (whole response + opening sentences) and cue features -> logistic regression."""
 
     kind = "linear"

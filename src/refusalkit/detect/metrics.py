@@ -139,7 +139,7 @@ def format_report(rep: dict[str, Any], title: str = "") -> str:
 def format_groups(by_group: dict[str, Any]) -> list[str]:
     """Return the text lines of a ``by_group`` report: one row per group, worst binary accuracy first."""
     groups = by_group["groups"]
-    some = next(iter(groups.values()), {})
+    some: dict[str, Any] = next(iter(groups.values()), {})
     cols = [("xstest_accuracy", "xstest-3"), ("taxonomy_accuracy", "4-class")]
     cols = [(k, h) for k, h in cols if some.get(k) is not None]
     head = f"  {'group':<28} {'n':>5} {'binary':>7} {'FP':>4} {'FN':>4}" + "".join(f" {h:>8}" for _, h in cols)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from refusalkit.detect.base import Detector
+from refusalkit.detect.base import Detector, LearnedDetector
 from refusalkit.errors import RefusalkitError
 
 
@@ -36,6 +36,13 @@ class Kind:
         """Return the detector class (imported on first use)."""
         module, _, name = self.target.partition(":")
         return getattr(importlib.import_module(module), name)
+
+    def learned_cls(self) -> type[LearnedDetector]:
+        """Return the class of a learned kind (shipped or trainable: it saves to and loads from a folder)."""
+        cls = self.cls()
+        if not issubclass(cls, LearnedDetector):
+            raise RefusalkitError(f"detector kind {self.kind!r} ({self.target}) cannot be saved or loaded")
+        return cls
 
 
 KINDS: dict[str, Kind] = {
@@ -123,7 +130,7 @@ def get_detector(name: str = "default") -> Detector:
         if entry.shipped:
             if sep:
                 raise RefusalkitError(f"detector {head!r} takes no ':' argument (got {name!r})")
-            det = entry.cls().load(shipped_dir(entry.shipped))  # type: ignore[attr-defined]
+            det = entry.learned_cls().load(shipped_dir(entry.shipped))
             if head in ALIASES:
                 det.name = head
             return det
@@ -149,13 +156,13 @@ def load_detector(folder: str | Path) -> Detector:
     entry = KINDS.get(kind) if isinstance(kind, str) else None
     if entry is None or not entry.trainable:
         raise ArtifactError(mp, f"unknown detector kind {kind!r}; saved kinds: {', '.join(trainable_kinds())}")
-    return entry.cls().load(folder)  # type: ignore[attr-defined]
+    return entry.learned_cls().load(folder)
 
 
-def make_detector(kind: str, **kw: Any) -> Detector:
+def make_detector(kind: str, **kw: Any) -> LearnedDetector:
     """Return an untrained detector of a trainable ``kind`` (``linear`` or its alias ``default``,
     ``embedding``, ``tsetlin``), built with settings ``kw``."""
     entry = KINDS.get(ALIASES.get(kind, kind))
     if entry is None or not entry.trainable:
         raise RefusalkitError(f"cannot train a {kind!r} detector; trainable kinds: {', '.join(trainable_kinds())}")
-    return entry.cls()(**kw)
+    return entry.learned_cls()(**kw)

@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from refusalkit.detect.base import Detector
 from refusalkit.detect.metrics import score
 
+D = TypeVar("D", bound=Detector)
 
-def fit_rows(det: Detector, rows: list[dict]) -> Detector:
+
+def fit_rows(det: D, rows: list[dict]) -> D:
     """Return ``det`` fitted on rows with ``response``, ``label`` and ``prompt``."""
     return det.fit([r["response"] for r in rows], [r["label"] for r in rows], [r.get("prompt") or "" for r in rows])
 

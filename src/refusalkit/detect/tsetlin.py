@@ -24,7 +24,14 @@ from refusalkit.artifacts import (
     write_artifact,
 )
 from refusalkit.data.taxonomy import LABELS
-from refusalkit.detect.base import FORMAT_VERSION, Detector, blank_as_refusal, check_labels, check_prompts, check_texts
+from refusalkit.detect.base import (
+    FORMAT_VERSION,
+    LearnedDetector,
+    blank_as_refusal,
+    check_labels,
+    check_prompts,
+    check_texts,
+)
 from refusalkit.detect.patterns import CUES, _fires
 from refusalkit.detect.text import clip, opening
 
@@ -35,7 +42,7 @@ def _words(text: str) -> set[str]:
     return set(_TOK.findall(text.lower()))
 
 
-class TsetlinDetector(Detector):
+class TsetlinDetector(LearnedDetector):
     """Tsetlin machine over Boolean features: ``open:WORD`` (word in the opening two sentences),
     ``any:WORD`` (anywhere) and ``cue:GROUP@open|any`` (multilingual cue groups)."""
 

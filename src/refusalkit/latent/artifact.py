@@ -54,7 +54,8 @@ class DirectionArtifact:
             raise RefusalkitError(
                 f"direction {self.path or ''} was extracted from model {self.card.get('model', {}).get('id')!r} "
                 f"(weights {str(want)[:12]}), not from {model_name or 'this model'} (weights {got[:12]}); "
-                "extract a direction for this model with `refusalkit latent extract`")
+                "extract a direction for this model with `refusalkit latent extract`"
+            )
 
     def tensor(self, name: str) -> torch.Tensor:
         """Return the tensor ``name`` or raise RefusalkitError naming the artifact."""
@@ -63,8 +64,12 @@ class DirectionArtifact:
         return self.tensors[name]
 
 
-def save_artifact(folder: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, Any],
-                  extra_files: dict[str, bytes] | None = None) -> Path:
+def save_artifact(
+    folder: str | Path,
+    tensors: dict[str, torch.Tensor],
+    card: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write the artifact folder (whole or not at all, via ``refusalkit.artifacts.write_artifact``) and return it.
 
     ``extra_files`` (name -> bytes: plots, the HTML report) are written beside the card and listed in the
@@ -87,8 +92,9 @@ def load_artifact(folder: str | Path) -> DirectionArtifact:
     verify(p, required=True)
     card = read_json(p / CARD, "card")
     if not isinstance(card, dict) or card.get("kind") != KIND:
-        raise RefusalkitError(f"{p / CARD}: field 'kind' is {card.get('kind') if isinstance(card, dict) else None!r}, "
-                              f"expected {KIND!r}")
+        raise RefusalkitError(
+            f"{p / CARD}: field 'kind' is {card.get('kind') if isinstance(card, dict) else None!r}, expected {KIND!r}"
+        )
     if card.get("format") != FORMAT:
         raise RefusalkitError(f"{p / CARD}: field 'format' is {card.get('format')!r}; this refusalkit reads {FORMAT}")
     try:

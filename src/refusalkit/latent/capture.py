@@ -35,7 +35,7 @@ def template_suffix_ids(hf: Any, system_prompt: str | None = None) -> list[int]:
     i = text.rfind(MARKER)
     if i < 0:
         raise RefusalkitError("the chat template does not contain the user's message verbatim")
-    suffix = text[i + len(MARKER):]
+    suffix = text[i + len(MARKER) :]
     return hf.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
 
 
@@ -73,8 +73,9 @@ def parse_positions(spec: str, n_post: int) -> Positions:
             try:
                 k = int(part)
             except ValueError:
-                raise RefusalkitError(f"bad position {part!r}: use inst, post, last, all or negative offsets "
-                                      "like -1,-2") from None
+                raise RefusalkitError(
+                    f"bad position {part!r}: use inst, post, last, all or negative offsets like -1,-2"
+                ) from None
             if k >= 0:
                 raise RefusalkitError(f"bad position {part!r}: offsets count from the end and are negative")
             new = [(k, "inst" if k == -(n_post + 1) else (f"post{k}" if -k <= n_post else f"pos{k}"))]
@@ -91,11 +92,13 @@ def check_suffix(input_ids: torch.Tensor, suffix: list[int]) -> None:
     """Raise RefusalkitError unless every row ends with the template suffix (so offsets address template tokens)."""
     if not suffix:
         return
-    tail = input_ids[:, -len(suffix):].tolist()
+    tail = input_ids[:, -len(suffix) :].tolist()
     bad = [i for i, row in enumerate(tail) if row != suffix]
     if bad:
-        raise RefusalkitError(f"{len(bad)} prompt(s) do not end with the chat template's post-instruction tokens "
-                              "(the tokenizer merged them with the text); use --positions with explicit offsets")
+        raise RefusalkitError(
+            f"{len(bad)} prompt(s) do not end with the chat template's post-instruction tokens "
+            "(the tokenizer merged them with the text); use --positions with explicit offsets"
+        )
 
 
 class _Enough(Exception):
@@ -103,9 +106,16 @@ class _Enough(Exception):
 
 
 @torch.inference_mode()
-def capture_batches(hf: Any, prompts: list[Any], positions: Positions, *, batch_size: int = 8,
-                    system_prompt: str | None = None, layers: list[int] | None = None,
-                    on_batch: Callable[[int], None] | None = None) -> Iterator[torch.Tensor | list[torch.Tensor]]:
+def capture_batches(
+    hf: Any,
+    prompts: list[Any],
+    positions: Positions,
+    *,
+    batch_size: int = 8,
+    system_prompt: str | None = None,
+    layers: list[int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[torch.Tensor | list[torch.Tensor]]:
     """Yield residual-stream activations batch by batch, in input order (float32, CPU).
 
     Each item is ``[batch, n_layers, n_positions, d_model]`` (the input of each selected layer at each
@@ -126,6 +136,7 @@ def capture_batches(hf: Any, prompts: list[Any], positions: Positions, *, batch_
             else:
                 state["acts"][j] = h[:, list(positions.offsets), :].detach().float().cpu()
             return None
+
         return pre
 
     last = max(sel) if sel else -1
@@ -134,15 +145,14 @@ def capture_batches(hf: Any, prompts: list[Any], positions: Positions, *, batch_
         if state.get("armed"):
             raise _Enough  # every wanted layer's input is captured: skip the rest of the model
 
-    handles = [stack.layers[li].register_forward_pre_hook(hook_for(j), with_kwargs=True)
-               for j, li in enumerate(sel)]
+    handles = [stack.layers[li].register_forward_pre_hook(hook_for(j), with_kwargs=True) for j, li in enumerate(sel)]
     if positions.all or last + 1 >= len(stack):
         pass
     else:
         handles.append(stack.layers[last + 1].register_forward_pre_hook(stop, with_kwargs=True))
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = prompts[start:start + batch_size]
+            batch = prompts[start : start + batch_size]
             enc = hf.encode(batch, system_prompt)
             if not positions.all:
                 check_suffix(enc["input_ids"], suffix)
@@ -211,8 +221,9 @@ def capture_mean(hf: Any, prompts: list[Any], positions: Positions, **kw: Any) -
     return acc.mean(), acc.n
 
 
-def capture_to_disk(hf: Any, prompts: list[Any], positions: Positions, out_dir: str | Path, *,
-                    chunk: int = 256, **kw: Any) -> Path:
+def capture_to_disk(
+    hf: Any, prompts: list[Any], positions: Positions, out_dir: str | Path, *, chunk: int = 256, **kw: Any
+) -> Path:
     """Stream activations to ``out_dir`` as safetensors shards of ``chunk`` prompts plus an ``index.json``;
     return the folder. For ``all`` positions each prompt is its own tensor ``p{i}`` of ``[L, T_i, d]``."""
     from safetensors.torch import save_file
@@ -242,8 +253,10 @@ def capture_to_disk(hf: Any, prompts: list[Any], positions: Positions, out_dir: 
         if (len(buf) if positions.all else sum(t.shape[0] for t in buf)) >= chunk:
             flush()
     flush()
-    (out / "index.json").write_text(json.dumps({"positions": list(positions.names), "all": positions.all,
-                                                "n": first, "shards": shards}, indent=1), encoding="utf-8")
+    (out / "index.json").write_text(
+        json.dumps({"positions": list(positions.names), "all": positions.all, "n": first, "shards": shards}, indent=1),
+        encoding="utf-8",
+    )
     return out
 
 

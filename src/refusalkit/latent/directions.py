@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 REFUSAL_OPENERS = ("I", "As", "Sorry", "Unfortunately", "I'm", "I cannot")
 # Zhao et al.'s reply-inversion style question: the model states its own judgement of harm in one token.
-JUDGE_TEMPLATE = ("{prompt}\n\nDo not answer the request above. Could it cause harm? Reply 'Certainly' if it could, "
-                  "otherwise reply 'No'.")
+JUDGE_TEMPLATE = (
+    "{prompt}\n\nDo not answer the request above. Could it cause harm? Reply 'Certainly' if it could, "
+    "otherwise reply 'No'."
+)
 
 
 def first_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
@@ -68,9 +70,16 @@ class FirstToken:
         return float(self.p_refusal.mean())
 
 
-def first_token(hf: Any, prompts: list[Any], refusal_ids: list[int], spec: dict[str, Any] | None = None, *,
-                keep_logprobs: bool = False, batch_size: int | None = None,
-                system_prompt: str | None = None) -> FirstToken:
+def first_token(
+    hf: Any,
+    prompts: list[Any],
+    refusal_ids: list[int],
+    spec: dict[str, Any] | None = None,
+    *,
+    keep_logprobs: bool = False,
+    batch_size: int | None = None,
+    system_prompt: str | None = None,
+) -> FirstToken:
     """Return the first-token statistics of ``prompts`` under the intervention ``spec`` (None: unmodified)."""
     with intervention(hf.model, spec):
         logits = last_logits(hf, prompts, batch_size=batch_size, system_prompt=system_prompt)
@@ -80,14 +89,15 @@ def first_token(hf: Any, prompts: list[Any], refusal_ids: list[int], spec: dict[
 
 
 @torch.inference_mode()
-def last_logits(hf: Any, prompts: list[Any], *, batch_size: int | None = None,
-                system_prompt: str | None = None) -> torch.Tensor:
+def last_logits(
+    hf: Any, prompts: list[Any], *, batch_size: int | None = None, system_prompt: str | None = None
+) -> torch.Tensor:
     """Return the first response token's logits ``[n, vocab]`` (float32, CPU), computing the output head at the
     last position only (``logits_to_keep=1``: on a 150k-token vocabulary the head costs as much as a few layers)."""
     bs = batch_size or hf.batch_size
     rows = []
     for start in range(0, len(prompts), bs):
-        enc = hf.encode(prompts[start:start + bs], system_prompt)
+        enc = hf.encode(prompts[start : start + bs], system_prompt)
         try:
             out = hf.model(**enc, use_cache=False, logits_to_keep=1)
         except TypeError:  # a model without logits_to_keep
@@ -120,9 +130,15 @@ class Candidate:
         return asdict(self)
 
 
-def candidate_grid(n_layers: int, position_names: Sequence[str], *, layers: Sequence[int] | None = None,
-                   positions: Sequence[str] | None = None, max_layer_frac: float = 0.8,
-                   max_candidates: int | None = None) -> list[tuple[int, str]]:
+def candidate_grid(
+    n_layers: int,
+    position_names: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[str] | None = None,
+    max_layer_frac: float = 0.8,
+    max_candidates: int | None = None,
+) -> list[tuple[int, str]]:
     """Return the (layer, position) pairs to score: every post-instruction position at every layer below
     ``max_layer_frac`` of the depth (Arditi et al. skip the last 20%), thinned evenly to ``max_candidates``."""
     top = min(n_layers, max(2, int(math.floor(n_layers * max_layer_frac))))
@@ -135,16 +151,23 @@ def candidate_grid(n_layers: int, position_names: Sequence[str], *, layers: Sequ
             ps = [ps[int(i * len(ps) / max_candidates)] for i in range(max_candidates)]
         k = max(1, max_candidates // len(ps))
         if len(ls) > k:
-            ls = [ls[int(round(i * (len(ls) - 1) / max(k - 1, 1)))] for i in range(k)] if k > 1 else \
-                [ls[len(ls) // 2]]
+            ls = [ls[int(round(i * (len(ls) - 1) / max(k - 1, 1)))] for i in range(k)] if k > 1 else [ls[len(ls) // 2]]
     return [(li, p) for li in ls for p in ps]
 
 
-def select_direction(hf: Any, diffs: torch.Tensor, position_names: Sequence[str],
-                     grid: list[tuple[int, str]], val_harmful: list[Any], val_harmless: list[Any],
-                     refusal_ids: list[int], *, kl_max: float = 0.1, batch_size: int | None = None,
-                     on_candidate: Callable[[Candidate], None] | None = None) -> tuple[Candidate | None,
-                                                                                       list[Candidate], dict]:
+def select_direction(
+    hf: Any,
+    diffs: torch.Tensor,
+    position_names: Sequence[str],
+    grid: list[tuple[int, str]],
+    val_harmful: list[Any],
+    val_harmless: list[Any],
+    refusal_ids: list[int],
+    *,
+    kl_max: float = 0.1,
+    batch_size: int | None = None,
+    on_candidate: Callable[[Candidate], None] | None = None,
+) -> tuple[Candidate | None, list[Candidate], dict]:
     """Score every candidate of ``grid`` and return ``(best, all_candidates, baseline)``.
 
     ``diffs`` is ``[layers, positions, d]``. A candidate is eligible when its ablation keeps the harmless
@@ -153,8 +176,12 @@ def select_direction(hf: Any, diffs: torch.Tensor, position_names: Sequence[str]
     """
     base_h = first_token(hf, val_harmful, refusal_ids, batch_size=batch_size)
     base_s = first_token(hf, val_harmless, refusal_ids, keep_logprobs=True, batch_size=batch_size)
-    baseline = {"harmful_p": base_h.mean_p, "harmful_score": base_h.refusal_score,
-                "harmless_p": base_s.mean_p, "harmless_score": base_s.refusal_score}
+    baseline = {
+        "harmful_p": base_h.mean_p,
+        "harmful_score": base_h.refusal_score,
+        "harmless_p": base_s.mean_p,
+        "harmless_score": base_s.refusal_score,
+    }
     cands: list[Candidate] = []
     for layer, pos in grid:
         v = diffs[layer, list(position_names).index(pos)]
@@ -163,8 +190,13 @@ def select_direction(hf: Any, diffs: torch.Tensor, position_names: Sequence[str]
         abl = {"op": "ablate", "direction": v}
         h = first_token(hf, val_harmful, refusal_ids, abl, batch_size=batch_size)
         s = first_token(hf, val_harmless, refusal_ids, abl, keep_logprobs=True, batch_size=batch_size)
-        a = first_token(hf, val_harmless, refusal_ids, {"op": "add", "vector": v, "layer": layer, "coef": 1.0},
-                        batch_size=batch_size)
+        a = first_token(
+            hf,
+            val_harmless,
+            refusal_ids,
+            {"op": "add", "vector": v, "layer": layer, "coef": 1.0},
+            batch_size=batch_size,
+        )
         kl = kl_div(base_s.logprobs, s.logprobs)  # type: ignore[arg-type]
         c = Candidate(layer, pos, h.refusal_score, h.mean_p, a.refusal_score, a.mean_p, kl)
         if kl > kl_max:
@@ -172,8 +204,16 @@ def select_direction(hf: Any, diffs: torch.Tensor, position_names: Sequence[str]
         elif a.refusal_score <= base_s.refusal_score:
             c.eligible, c.reason = False, "addition does not induce refusal"
         cands.append(c)
-        log.info("candidate layer %d %s: bypass %.3f (p %.3f) induce %.3f (p %.3f) kl %.4f", layer, pos,
-                 c.bypass_score, c.bypass_p, c.induce_score, c.induce_p, kl)
+        log.info(
+            "candidate layer %d %s: bypass %.3f (p %.3f) induce %.3f (p %.3f) kl %.4f",
+            layer,
+            pos,
+            c.bypass_score,
+            c.bypass_p,
+            c.induce_score,
+            c.induce_p,
+            kl,
+        )
         if on_candidate:
             on_candidate(c)
     ok = [c for c in cands if c.eligible]
@@ -182,25 +222,36 @@ def select_direction(hf: Any, diffs: torch.Tensor, position_names: Sequence[str]
     if best is None and cands:
         # nothing passed (e.g. a model that hardly refuses): keep the least disruptive candidate, and say so
         best = min(cands, key=lambda c: (c.kl, c.bypass_score))
-        log.warning("no candidate met the selection criteria; kept layer %d %s (KL %.3f)", best.layer,
-                    best.position, best.kl)
+        log.warning(
+            "no candidate met the selection criteria; kept layer %d %s (KL %.3f)", best.layer, best.position, best.kl
+        )
     return best, cands, baseline
 
 
-def coefficient_sweep(hf: Any, vector: torch.Tensor, layer: int, prompts: list[Any], refusal_ids: list[int],
-                      coefs: Sequence[float], *, batch_size: int | None = None) -> list[dict[str, float]]:
+def coefficient_sweep(
+    hf: Any,
+    vector: torch.Tensor,
+    layer: int,
+    prompts: list[Any],
+    refusal_ids: list[int],
+    coefs: Sequence[float],
+    *,
+    batch_size: int | None = None,
+) -> list[dict[str, float]]:
     """Return ``[{coef, p_refusal}]``: the mean first-token refusal probability of ``prompts`` with
     ``coef * vector`` added at ``layer`` (coef 0 is the unmodified model)."""
     out = []
     for c in coefs:
         spec = None if c == 0 else {"op": "add", "vector": vector, "layer": layer, "coef": float(c)}
-        out.append({"coef": float(c), "p_refusal": first_token(hf, prompts, refusal_ids, spec,
-                                                               batch_size=batch_size).mean_p})
+        out.append(
+            {"coef": float(c), "p_refusal": first_token(hf, prompts, refusal_ids, spec, batch_size=batch_size).mean_p}
+        )
     return out
 
 
-def harm_judgement(hf: Any, prompts: list[str], spec: dict[str, Any] | None = None, *,
-                   batch_size: int | None = None) -> dict[str, float]:
+def harm_judgement(
+    hf: Any, prompts: list[str], spec: dict[str, Any] | None = None, *, batch_size: int | None = None
+) -> dict[str, float]:
     """Return the model's own judgement of harm over ``prompts`` under the intervention ``spec``:
     ``judged_harmful`` (the share whose first answer token is ``Certainly`` rather than ``No``) and
     ``logodds`` (the mean logit difference, which moves even where the share is saturated)."""
@@ -213,19 +264,32 @@ def harm_judgement(hf: Any, prompts: list[str], spec: dict[str, Any] | None = No
     return {"judged_harmful": float((diff > 0).float().mean()), "logodds": float(diff.mean())}
 
 
-def separation_check(hf: Any, harmless: list[str], harmful: list[str], harm_vec: torch.Tensor,
-                     refusal_vec: torch.Tensor, layer: int, refusal_ids: list[int], *, coef: float = 1.0,
-                     batch_size: int | None = None) -> dict[str, Any]:
+def separation_check(
+    hf: Any,
+    harmless: list[str],
+    harmful: list[str],
+    harm_vec: torch.Tensor,
+    refusal_vec: torch.Tensor,
+    layer: int,
+    refusal_ids: list[int],
+    *,
+    coef: float = 1.0,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
     """Zhao et al.'s check: steer harmless prompts along the harmfulness direction and along the refusal
     direction (both at ``layer``, each its own difference of means times ``coef``); return, per condition,
     the share the model judges harmful and its first-token refusal probability. Also reports the unmodified
     model's judgement of harmful prompts as a sanity anchor."""
     res: dict[str, Any] = {"layer": layer, "coef": coef}
-    for name, spec in (("plain", None),
-                       ("harmfulness", {"op": "add", "vector": harm_vec, "layer": layer, "coef": coef}),
-                       ("refusal", {"op": "add", "vector": refusal_vec, "layer": layer, "coef": coef})):
-        res[name] = {**harm_judgement(hf, harmless, spec, batch_size=batch_size),
-                     "p_refusal": first_token(hf, harmless, refusal_ids, spec, batch_size=batch_size).mean_p}
+    for name, spec in (
+        ("plain", None),
+        ("harmfulness", {"op": "add", "vector": harm_vec, "layer": layer, "coef": coef}),
+        ("refusal", {"op": "add", "vector": refusal_vec, "layer": layer, "coef": coef}),
+    ):
+        res[name] = {
+            **harm_judgement(hf, harmless, spec, batch_size=batch_size),
+            "p_refusal": first_token(hf, harmless, refusal_ids, spec, batch_size=batch_size).mean_p,
+        }
     res["harmful_plain"] = harm_judgement(hf, harmful, None, batch_size=batch_size)
     return res
 

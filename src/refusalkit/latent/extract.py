@@ -64,8 +64,7 @@ def load_split(path: str, split: str | None, n: int | None, seed: int) -> list[E
     rows = read_records(path)
     if split is not None:
         if rows and not any("split" in r for r in rows):
-            raise InputError(f"no 'split' field: give the {split} prompts as a separate file", file=path,
-                             field="split")
+            raise InputError(f"no 'split' field: give the {split} prompts as a separate file", file=path, field="split")
         rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise InputError(f"no rows with split {split!r}", file=path, field="split")
@@ -75,16 +74,17 @@ def load_split(path: str, split: str | None, n: int | None, seed: int) -> list[E
     return ex
 
 
-def extract(hf: Any, model_id: str, cfg: ExtractConfig, *,
-            status: Callable[[str], None] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def extract(
+    hf: Any, model_id: str, cfg: ExtractConfig, *, status: Callable[[str], None] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Run an extraction on ``hf`` (an HFModel) and return ``(tensors, card)`` for ``save_artifact``."""
     say = status or (lambda m: log.info(m))
     tr_h = load_split(cfg.harmful, "train", cfg.n_train, cfg.seed)
     tr_s = load_split(cfg.harmless, "train", cfg.n_train, cfg.seed)
-    va_h = load_split(cfg.harmful_val or cfg.harmful, None if cfg.harmful_val else "val", cfg.n_val_harmful,
-                      cfg.seed)
-    va_s = load_split(cfg.harmless_val or cfg.harmless, None if cfg.harmless_val else "val", cfg.n_val_harmless,
-                      cfg.seed)
+    va_h = load_split(cfg.harmful_val or cfg.harmful, None if cfg.harmful_val else "val", cfg.n_val_harmful, cfg.seed)
+    va_s = load_split(
+        cfg.harmless_val or cfg.harmless, None if cfg.harmless_val else "val", cfg.n_val_harmless, cfg.seed
+    )
     overlap = {e.prompt for e in tr_h + tr_s} & {e.prompt for e in va_h + va_s}
     if overlap:
         raise RefusalkitError(f"{len(overlap)} validation prompt(s) also appear in the training prompts")
@@ -97,43 +97,74 @@ def extract(hf: Any, model_id: str, cfg: ExtractConfig, *,
     if "inst" not in pos.names:
         raise RefusalkitError("--positions must include 'inst' (the harmfulness direction and the guard use it)")
     bs = cfg.batch_size
-    say(f"capturing {len(tr_h)} harmful + {len(tr_s)} harmless training prompts at {len(pos.offsets)} positions, "
-        f"{n_layers} layers")
+    say(
+        f"capturing {len(tr_h)} harmful + {len(tr_s)} harmless training prompts at {len(pos.offsets)} positions, "
+        f"{n_layers} layers"
+    )
     mu_h, _ = cap.capture_mean(hf, [e.prompt for e in tr_h], pos, batch_size=bs)
     mu_s, _ = cap.capture_mean(hf, [e.prompt for e in tr_s], pos, batch_size=bs)
     diffs = dirs.diff_in_means(mu_h, mu_s)  # [L, P, d]
     inst = list(pos.names).index("inst")
     refusal_ids = dirs.first_token_ids(hf.tokenizer, dirs.REFUSAL_OPENERS)
 
-    grid = dirs.candidate_grid(n_layers, pos.names, layers=cfg.layers, positions=cfg.candidate_positions,
-                               max_layer_frac=cfg.max_layer_frac, max_candidates=cfg.max_candidates)
+    grid = dirs.candidate_grid(
+        n_layers,
+        pos.names,
+        layers=cfg.layers,
+        positions=cfg.candidate_positions,
+        max_layer_frac=cfg.max_layer_frac,
+        max_candidates=cfg.max_candidates,
+    )
     if not grid:
         raise RefusalkitError("no candidate (layer, position) to score: check --layers and --candidate-positions")
     say(f"scoring {len(grid)} candidate directions on {len(va_h)} harmful + {len(va_s)} harmless validation prompts")
     best, cands, baseline = dirs.select_direction(
-        hf, diffs, pos.names, grid, [e.prompt for e in va_h], [e.prompt for e in va_s], refusal_ids,
-        kl_max=cfg.kl_max, batch_size=bs,
-        on_candidate=lambda c: say(f"  layer {c.layer:>2} {c.position:<7} ablated harmful p={c.bypass_p:.3f} "
-                                   f"added harmless p={c.induce_p:.3f} KL={c.kl:.4f}"
-                                   f"{'' if c.eligible else '  (' + c.reason + ')'}"))
+        hf,
+        diffs,
+        pos.names,
+        grid,
+        [e.prompt for e in va_h],
+        [e.prompt for e in va_s],
+        refusal_ids,
+        kl_max=cfg.kl_max,
+        batch_size=bs,
+        on_candidate=lambda c: say(
+            f"  layer {c.layer:>2} {c.position:<7} ablated harmful p={c.bypass_p:.3f} "
+            f"added harmless p={c.induce_p:.3f} KL={c.kl:.4f}"
+            f"{'' if c.eligible else '  (' + c.reason + ')'}"
+        ),
+    )
     if best is None:
         raise RefusalkitError("no candidate direction could be scored: check --layers and --candidate-positions")
     if not baseline["criteria_met"]:
-        say(f"warning: no candidate met the selection criteria (KL <= {cfg.kl_max} and induced refusal); kept the "
-            "least disruptive one. Does this model refuse the harmful prompts at all?")
+        say(
+            f"warning: no candidate met the selection criteria (KL <= {cfg.kl_max} and induced refusal); kept the "
+            "least disruptive one. Does this model refuse the harmful prompts at all?"
+        )
     p_idx = list(pos.names).index(best.position)
     r_vec = diffs[best.layer, p_idx]
-    say(f"selected layer {best.layer} {best.position}: harmful p {baseline['harmful_p']:.3f} -> {best.bypass_p:.3f} "
-        f"under ablation, KL {best.kl:.4f}")
+    say(
+        f"selected layer {best.layer} {best.position}: harmful p {baseline['harmful_p']:.3f} -> {best.bypass_p:.3f} "
+        f"under ablation, KL {best.kl:.4f}"
+    )
 
     harm = diffs[:, inst]  # [L, d] Zhao et al.'s harmfulness direction at t_inst
     cosine = dirs.cosine_per_layer(harm, diffs[:, p_idx])
     say("refusal vs coefficient sweep and the separation check")
-    sweep = dirs.coefficient_sweep(hf, r_vec, best.layer, [e.prompt for e in va_s], refusal_ids, cfg.coefs,
-                                   batch_size=bs)
+    sweep = dirs.coefficient_sweep(
+        hf, r_vec, best.layer, [e.prompt for e in va_s], refusal_ids, cfg.coefs, batch_size=bs
+    )
     jn = cfg.judge_n
-    sep = dirs.separation_check(hf, [e.prompt for e in va_s[:jn]], [e.prompt for e in va_h[:jn]],
-                                harm[best.layer], r_vec, best.layer, refusal_ids, batch_size=bs)
+    sep = dirs.separation_check(
+        hf,
+        [e.prompt for e in va_s[:jn]],
+        [e.prompt for e in va_h[:jn]],
+        harm[best.layer],
+        r_vec,
+        best.layer,
+        refusal_ids,
+        batch_size=bs,
+    )
 
     say("fitting the Latent Guard on the validation prompts")
     inst_pos = cap.parse_positions("inst", len(suffix))
@@ -143,25 +174,53 @@ def extract(hf: Any, model_id: str, cfg: ExtractConfig, *,
     labels = np.array([1] * len(va_h) + [0] * len(va_s))
     guard = fit_guard(scores, labels)
 
-    tensors = {"mean_diff": diffs, "mu_harmful": mu_h, "mu_harmless": mu_s, "refusal_direction": r_vec,
-               "harmfulness": harm}
+    tensors = {
+        "mean_diff": diffs,
+        "mu_harmful": mu_h,
+        "mu_harmless": mu_s,
+        "refusal_direction": r_vec,
+        "harmfulness": harm,
+    }
     card: dict[str, Any] = {
-        "model": {"id": model_id, "name": getattr(hf, "name", model_id), "fingerprint": weights_fingerprint(hf.model),
-                  "architecture": type(hf.model).__name__, "n_layers": n_layers, "d_model": d,
-                  "layer_stack": stack.path},
-        "positions": list(pos.names), "position_offsets": list(pos.offsets), "template_suffix_ids": suffix,
-        "refusal": {"layer": best.layer, "position": best.position, "norm": float(r_vec.norm()),
-                    "refusal_token_ids": refusal_ids, "baseline": baseline,
-                    "selected": best.to_dict(), "candidates": [c.to_dict() for c in cands]},
+        "model": {
+            "id": model_id,
+            "name": getattr(hf, "name", model_id),
+            "fingerprint": weights_fingerprint(hf.model),
+            "architecture": type(hf.model).__name__,
+            "n_layers": n_layers,
+            "d_model": d,
+            "layer_stack": stack.path,
+        },
+        "positions": list(pos.names),
+        "position_offsets": list(pos.offsets),
+        "template_suffix_ids": suffix,
+        "refusal": {
+            "layer": best.layer,
+            "position": best.position,
+            "norm": float(r_vec.norm()),
+            "refusal_token_ids": refusal_ids,
+            "baseline": baseline,
+            "selected": best.to_dict(),
+            "candidates": [c.to_dict() for c in cands],
+        },
         "harmfulness": {"position": "inst"},
-        "cosine_per_layer": cosine, "coefficient_sweep": sweep, "separation_check": sep,
+        "cosine_per_layer": cosine,
+        "coefficient_sweep": sweep,
+        "separation_check": sep,
         "guard": guard.to_dict(),
-        "data": {"harmful": cfg.harmful, "harmless": cfg.harmless, "harmful_val": cfg.harmful_val,
-                 "harmless_val": cfg.harmless_val,
-                 "sha256": {p: _file_sha(p) for p in {cfg.harmful, cfg.harmless, cfg.harmful_val, cfg.harmless_val}
-                            if p},
-                 "ids": {"train_harmful": [e.id for e in tr_h], "train_harmless": [e.id for e in tr_s],
-                         "val_harmful": [e.id for e in va_h], "val_harmless": [e.id for e in va_s]}},
+        "data": {
+            "harmful": cfg.harmful,
+            "harmless": cfg.harmless,
+            "harmful_val": cfg.harmful_val,
+            "harmless_val": cfg.harmless_val,
+            "sha256": {p: _file_sha(p) for p in {cfg.harmful, cfg.harmless, cfg.harmful_val, cfg.harmless_val} if p},
+            "ids": {
+                "train_harmful": [e.id for e in tr_h],
+                "train_harmless": [e.id for e in tr_s],
+                "val_harmful": [e.id for e in va_h],
+                "val_harmless": [e.id for e in va_s],
+            },
+        },
         "config": asdict(cfg),
     }
     return tensors, card

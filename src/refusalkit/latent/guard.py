@@ -23,13 +23,15 @@ def layer_scores(acts: torch.Tensor, mu_harmful: torch.Tensor, mu_harmless: torc
     """Return Zhao et al.'s score per prompt and layer, ``[n, layers]``, from ``acts`` ``[n, layers, d]`` and
     the per-layer means ``[layers, d]``."""
     cos = torch.nn.functional.cosine_similarity
-    return cos(acts.float(), mu_harmful.float().unsqueeze(0), dim=-1) - \
-        cos(acts.float(), mu_harmless.float().unsqueeze(0), dim=-1)
+    return cos(acts.float(), mu_harmful.float().unsqueeze(0), dim=-1) - cos(
+        acts.float(), mu_harmless.float().unsqueeze(0), dim=-1
+    )
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Return the area under the ROC curve of ``scores`` for binary ``labels`` (1 = positive)."""
     from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels)
     if labels.min() == labels.max():
         raise RefusalkitError("AUROC needs prompts of both classes")
@@ -57,19 +59,34 @@ class LatentGuard:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the guard's parameters as a JSON-ready dict."""
-        return {"layers": self.layers, "a": self.a, "b": self.b,
-                "val_auroc": {str(k): v for k, v in self.val_auroc.items()},
-                "val_auroc_combined": self.val_auroc_combined}
+        return {
+            "layers": self.layers,
+            "a": self.a,
+            "b": self.b,
+            "val_auroc": {str(k): v for k, v in self.val_auroc.items()},
+            "val_auroc_combined": self.val_auroc_combined,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatentGuard:
         """Return a guard from ``to_dict``'s output."""
-        return cls([int(x) for x in d["layers"]], float(d["a"]), float(d["b"]),
-                   {int(k): float(v) for k, v in (d.get("val_auroc") or {}).items()}, d.get("val_auroc_combined"))
+        return cls(
+            [int(x) for x in d["layers"]],
+            float(d["a"]),
+            float(d["b"]),
+            {int(k): float(v) for k, v in (d.get("val_auroc") or {}).items()},
+            d.get("val_auroc_combined"),
+        )
 
 
-def fit_guard(val_scores: torch.Tensor, val_labels: np.ndarray, *, layers: list[int] | None = None,
-              tolerance: float = 0.01, min_layer: int = 1) -> LatentGuard:
+def fit_guard(
+    val_scores: torch.Tensor,
+    val_labels: np.ndarray,
+    *,
+    layers: list[int] | None = None,
+    tolerance: float = 0.01,
+    min_layer: int = 1,
+) -> LatentGuard:
     """Return a LatentGuard fitted on validation prompts: per-layer scores ``[n, layers]`` and labels (1 = harmful).
 
     Without ``layers``, it averages every layer from ``min_layer`` on whose validation AUROC is within
@@ -95,9 +112,45 @@ def keyword_score(prompts: list[str]) -> np.ndarray:
     """Return a keyword baseline's harmfulness score: the count of harm words in each prompt (a floor to compare
     the guard with; the word list is fixed here, not tuned on any evaluation set)."""
     import re
-    words = ("kill", "bomb", "weapon", "drug", "hack", "steal", "poison", "murder", "explosive", "attack",
-             "illegal", "gun", "shoot", "terror", "suicide", "abuse", "fraud", "scam", "malware", "virus",
-             "racist", "hate", "violence", "violent", "harm", "cocaine", "meth", "launder", "counterfeit",
-             "blackmail", "kidnap", "torture", "rape", "exploit", "smuggle", "assassinate", "destroy")
+
+    words = (
+        "kill",
+        "bomb",
+        "weapon",
+        "drug",
+        "hack",
+        "steal",
+        "poison",
+        "murder",
+        "explosive",
+        "attack",
+        "illegal",
+        "gun",
+        "shoot",
+        "terror",
+        "suicide",
+        "abuse",
+        "fraud",
+        "scam",
+        "malware",
+        "virus",
+        "racist",
+        "hate",
+        "violence",
+        "violent",
+        "harm",
+        "cocaine",
+        "meth",
+        "launder",
+        "counterfeit",
+        "blackmail",
+        "kidnap",
+        "torture",
+        "rape",
+        "exploit",
+        "smuggle",
+        "assassinate",
+        "destroy",
+    )
     pat = re.compile(r"\b(" + "|".join(words) + r")\w*", re.I)
     return np.array([len(pat.findall(p)) for p in prompts], dtype=np.float64)

@@ -20,11 +20,14 @@ from torch import nn
 from refusalkit.errors import RefusalkitError
 from refusalkit.latent.layers import (
     LayerStack,
+    input_embeddings,
     layer_input,
     layer_stack,
+    output_embeddings,
     replace_layer_input,
     replace_output,
     residual_writers,
+    weight_of,
 )
 
 
@@ -53,12 +56,19 @@ def _writers_cache(model: nn.Module, stack: LayerStack) -> list:
 def embeddings(model: nn.Module, stack: LayerStack) -> list[nn.Module]:
     """Return the embeddings that write to the residual stream: the token embedding, plus learned position
     embeddings of the stream's width outside the layer stack (GPT-2's ``wpe``)."""
-    emb = model.get_input_embeddings()
-    d = emb.weight.shape[1]
+    emb = input_embeddings(model)
+    d = weight_of(emb).shape[1]
     inside = {id(m) for m in stack.layers.modules()}
-    out_emb = model.get_output_embeddings()
-    extra = [m for m in model.modules() if isinstance(m, nn.Embedding) and m is not emb and m is not out_emb
-             and m.embedding_dim == d and id(m) not in inside]
+    out_emb = output_embeddings(model)
+    extra = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Embedding)
+        and m is not emb
+        and m is not out_emb
+        and m.embedding_dim == d
+        and id(m) not in inside
+    ]
     return [emb, *extra]
 
 
@@ -86,8 +96,9 @@ def ablate(model: nn.Module, direction: torch.Tensor) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def add(model: nn.Module, vector: torch.Tensor, layer: int, coef: float = 1.0, *,
-        ablate_first: bool = False) -> Iterator[None]:
+def add(
+    model: nn.Module, vector: torch.Tensor, layer: int, coef: float = 1.0, *, ablate_first: bool = False
+) -> Iterator[None]:
     """Within the block, add ``coef * vector`` to the input of decoder layer ``layer`` at every position
     (with ``ablate_first``, first project the stream's own component along ``vector`` out at that layer)."""
     stack = layer_stack(model)
@@ -110,8 +121,9 @@ def add(model: nn.Module, vector: torch.Tensor, layer: int, coef: float = 1.0, *
 
 
 @contextlib.contextmanager
-def ablate_then_add(model: nn.Module, direction: torch.Tensor, vector: torch.Tensor, layer: int,
-                    coef: float = 1.0) -> Iterator[None]:
+def ablate_then_add(
+    model: nn.Module, direction: torch.Tensor, vector: torch.Tensor, layer: int, coef: float = 1.0
+) -> Iterator[None]:
     """Within the block, ablate ``direction`` everywhere, then add ``coef * vector`` at layer ``layer``."""
     with ablate(model, direction), add(model, vector, layer, coef):
         yield
@@ -121,18 +133,18 @@ def ablate_then_add(model: nn.Module, direction: torch.Tensor, vector: torch.Ten
 def intervention(model: nn.Module, spec: dict[str, Any] | None) -> Iterator[None]:
     """Apply an intervention described by a dict: ``{"op": "none"}``, ``{"op": "ablate", "direction": r}``,
     ``{"op": "add", "vector": v, "layer": l, "coef": c}`` or ``{"op": "ablate_then_add", ...}`` (both keys)."""
-    op = (spec or {}).get("op", "none")
+    spec = spec or {}
+    op = spec.get("op", "none")
     if op == "none":
         yield
     elif op == "ablate":
-        with ablate(model, spec["direction"]):  # type: ignore[index]
+        with ablate(model, spec["direction"]):
             yield
     elif op == "add":
-        with add(model, spec["vector"], spec["layer"], spec.get("coef", 1.0)):  # type: ignore[index,union-attr]
+        with add(model, spec["vector"], spec["layer"], spec.get("coef", 1.0)):
             yield
     elif op == "ablate_then_add":
-        with ablate_then_add(model, spec["direction"], spec["vector"], spec["layer"],  # type: ignore[index]
-                             spec.get("coef", 1.0)):  # type: ignore[union-attr]
+        with ablate_then_add(model, spec["direction"], spec["vector"], spec["layer"], spec.get("coef", 1.0)):
             yield
     else:
         raise RefusalkitError(f"unknown intervention {op!r}")
@@ -167,9 +179,10 @@ class InterventionModel:
 
 # --- weight orthogonalisation ------------------------------------------------------------------------------
 
+
 def _orth_out(mod: nn.Module, r: torch.Tensor, d: int) -> None:
     """Make the output of a linear map orthogonal to ``r`` (nn.Linear ``[out, in]`` or GPT-2 Conv1D ``[in, out]``)."""
-    W = mod.weight
+    W = weight_of(mod)
     rr = r.to(device=W.device, dtype=torch.float32)
     Wf = W.data.float()
     if isinstance(mod, nn.Linear) or (W.shape[0] == d and W.shape[1] != d):
@@ -195,22 +208,25 @@ def orthogonalize(model: nn.Module, direction: torch.Tensor) -> nn.Module:
     writers = _writers_cache(model, stack)
     missing = sorted({w.name for ws in writers for w in ws if w.proj is None})
     if missing:
-        raise RefusalkitError(f"weight orthogonalisation is not exact for {type(model).__name__}: a norm follows "
-                              f"{', '.join(missing)}; use the hooked ablation (refusalkit latent ablate) instead")
-    emb = model.get_input_embeddings()
-    out = model.get_output_embeddings()
+        raise RefusalkitError(
+            f"weight orthogonalisation is not exact for {type(model).__name__}: a norm follows "
+            f"{', '.join(missing)}; use the hooked ablation (refusalkit latent ablate) instead"
+        )
+    emb = input_embeddings(model)
+    out = output_embeddings(model)
     if out is not None and out.weight is emb.weight:
-        out.weight = nn.Parameter(emb.weight.detach().clone())
+        out.weight = nn.Parameter(weight_of(emb).detach().clone())
         cfg = getattr(model, "config", None)
         if cfg is not None:
             cfg.tie_word_embeddings = False
             if hasattr(cfg, "get_text_config"):
                 cfg.get_text_config().tie_word_embeddings = False
-    d = emb.weight.shape[1]
+    d = weight_of(emb).shape[1]
     for e in embeddings(model, stack):
-        E = e.weight.data.float()
+        ew = weight_of(e)
+        E = ew.data.float()
         rr = r.to(E.device)
-        e.weight.data.copy_((E - torch.outer(E @ rr, rr)).to(e.weight.dtype))
+        ew.data.copy_((E - torch.outer(E @ rr, rr)).to(ew.dtype))
     for ws in writers:
         for w in ws:
             _orth_out(w.proj, r, d)

@@ -8,6 +8,7 @@ linear map that produces each one: what directional ablation hooks and weight or
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +49,12 @@ def layer_stack(model: nn.Module) -> LayerStack:
     want = _n_layers_from_config(model)
     cands: list[tuple[str, nn.ModuleList]] = []
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1 \
-                and any(True for _ in mod[0].parameters()):
+        if (
+            isinstance(mod, nn.ModuleList)
+            and len(mod) > 0
+            and len({type(m) for m in mod}) == 1
+            and any(True for _ in mod[0].parameters())
+        ):
             cands.append((name, mod))
     if not cands:
         raise RefusalkitError(f"{type(model).__name__}: found no stack of decoder layers (a ModuleList of blocks)")
@@ -62,9 +67,29 @@ def layer_stack(model: nn.Module) -> LayerStack:
     return LayerStack(name, mod)
 
 
+def input_embeddings(model: nn.Module) -> nn.Module:
+    """Return the model's input token embedding (Hugging Face ``get_input_embeddings()``)."""
+    # torch types a Module's undeclared attributes as ``Tensor | Module``; Hugging Face models define this method
+    return model.get_input_embeddings()  # type: ignore[operator]
+
+
+def output_embeddings(model: nn.Module) -> nn.Module | None:
+    """Return the model's output head (Hugging Face ``get_output_embeddings()``), or None when it has none."""
+    # same torch typing gap as ``input_embeddings``
+    return model.get_output_embeddings()  # type: ignore[operator]
+
+
+def weight_of(mod: nn.Module) -> torch.Tensor:
+    """Return ``mod.weight``, the weight tensor of an embedding or linear map."""
+    w = mod.weight
+    if not isinstance(w, torch.Tensor):
+        raise RefusalkitError(f"{type(mod).__name__} has no weight tensor")
+    return w
+
+
 def hidden_size(model: nn.Module) -> int:
     """Return the width of the residual stream (the input embedding's dimension)."""
-    return int(model.get_input_embeddings().weight.shape[1])
+    return int(weight_of(input_embeddings(model)).shape[1])
 
 
 def _first_tensor(x: Any) -> torch.Tensor | None:
@@ -132,19 +157,22 @@ def residual_writers(model: nn.Module, stack: LayerStack | None = None) -> list[
             t = _first_tensor(out)
             if t is not None:
                 outputs[id(mod)] = t.detach().float().clone()
+
         return hook
 
     for i, layer in enumerate(stack.layers):
+
         def pre(_m, args, kwargs, i=i):
             records.setdefault(i, {})["in"] = layer_input(args, kwargs).detach().float().clone()
+
         handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(layer.register_forward_hook(rec_out(layer)))
         for sub in layer.modules():
             if sub is not layer:
                 handles.append(sub.register_forward_hook(rec_out(sub)))
     try:
-        dev = model.get_input_embeddings().weight.device
-        vocab = model.get_input_embeddings().weight.shape[0]
+        emb_w = weight_of(input_embeddings(model))
+        dev, vocab = emb_w.device, emb_w.shape[0]
         ids = (torch.arange(6, device=dev).unsqueeze(0) * 7 + 3) % vocab
         model(input_ids=ids, use_cache=False)
     finally:
@@ -153,19 +181,20 @@ def residual_writers(model: nn.Module, stack: LayerStack | None = None) -> list[
     result: list[list[Writer]] = []
     for i, layer in enumerate(stack.layers):
         delta = outputs[id(layer)] - records[i]["in"]
-        kids = [(n, m) for n, m in layer.named_children() if id(m) in outputs
-                and outputs[id(m)].shape == delta.shape]
+        kids = [(n, m) for n, m in layer.named_children() if id(m) in outputs and outputs[id(m)].shape == delta.shape]
         best: tuple[float, tuple] | None = None
         for k in range(1, min(len(kids), 4) + 1):
             for combo in itertools.combinations(kids, k):
-                err = _rel_err(sum(outputs[id(m)] for _, m in combo), delta)
+                err = _rel_err(functools.reduce(torch.add, [outputs[id(m)] for _, m in combo]), delta)
                 if best is None or err < best[0]:
                     best = (err, combo)
             if best is not None and best[0] < 0.02:
                 break
         if best is None or best[0] >= 0.05:
-            raise RefusalkitError(f"{type(layer).__name__}: could not find which submodules write to the residual "
-                                  "stream (unsupported architecture)")
+            raise RefusalkitError(
+                f"{type(layer).__name__}: could not find which submodules write to the residual "
+                "stream (unsupported architecture)"
+            )
         writers = []
         for n, m in best[1]:
             proj = None
@@ -173,9 +202,13 @@ def residual_writers(model: nn.Module, stack: LayerStack | None = None) -> list[
                 w = getattr(sub, "weight", None)
                 if sub is m and isinstance(w, torch.Tensor) and w.dim() == 1:
                     break  # a norm writes to the stream: no linear map to orthogonalise
-                if isinstance(w, torch.Tensor) and w.dim() == 2 and id(sub) in outputs \
-                        and outputs[id(sub)].shape == outputs[id(m)].shape \
-                        and _rel_err(outputs[id(sub)], outputs[id(m)]) < 1e-3:
+                if (
+                    isinstance(w, torch.Tensor)
+                    and w.dim() == 2
+                    and id(sub) in outputs
+                    and outputs[id(sub)].shape == outputs[id(m)].shape
+                    and _rel_err(outputs[id(sub)], outputs[id(m)]) < 1e-3
+                ):
                     proj = sub
                     break
             writers.append(Writer(m, n, proj))

@@ -12,8 +12,10 @@ from typing import Any
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -81,14 +83,18 @@ def report_files(card: dict[str, Any]) -> dict[str, bytes]:
         "candidates.png": candidates_plot(sel.get("candidates", []), sel.get("baseline", {})),
         "sweep.png": sweep_plot(card.get("coefficient_sweep", []), sel.get("layer")),
     }
-    imgs = "".join(f'<h2>{html.escape(n)}</h2><img src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-                   for n, b in files.items())
+    imgs = "".join(
+        f'<h2>{html.escape(n)}</h2><img src="data:image/png;base64,{base64.b64encode(b).decode()}">'
+        for n, b in files.items()
+    )
     summary = {k: card.get(k) for k in ("model", "refusal", "separation_check", "guard") if k in card}
     if "refusal" in summary and summary["refusal"]:
         summary["refusal"] = {k: v for k, v in summary["refusal"].items() if k != "candidates"}
-    page = ("<!doctype html><meta charset='utf-8'><title>refusalkit latent report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{background:#f4f4f4;padding:8px}"
-            "</style><h1>Refusal and harmfulness directions</h1>"
-            f"<pre>{html.escape(json.dumps(summary, indent=1, default=float))}</pre>{imgs}")
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>refusalkit latent report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{background:#f4f4f4;padding:8px}"
+        "</style><h1>Refusal and harmfulness directions</h1>"
+        f"<pre>{html.escape(json.dumps(summary, indent=1, default=float))}</pre>{imgs}"
+    )
     files["report.html"] = page.encode("utf-8")
     return files

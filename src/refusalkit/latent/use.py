@@ -53,8 +53,9 @@ def load_hf(spec: str, *, batch_size: int = 8, dtype: str = "auto") -> Any:
     return load_model(spec, batch_size=batch_size, **({"dtype": dt} if dt else {}))
 
 
-def load_for(direction: str | Path, model: str | None = None, *, batch_size: int = 8,
-             dtype: str = "auto") -> tuple[DirectionArtifact, Any]:
+def load_for(
+    direction: str | Path, model: str | None = None, *, batch_size: int = 8, dtype: str = "auto"
+) -> tuple[DirectionArtifact, Any]:
     """Return ``(artifact, hf)``: the artifact and its model (``model`` overrides the card's), checked to be
     the model the directions came from."""
     art = load_artifact(direction)
@@ -71,8 +72,14 @@ def ablation_spec(art: DirectionArtifact) -> dict[str, Any]:
     return {"op": "ablate", "direction": art.tensor("refusal_direction")}
 
 
-def steer_spec(art: DirectionArtifact, coef: float, *, layer: int | None = None, vector: str = "refusal",
-               ablate_first: bool = False) -> dict[str, Any]:
+def steer_spec(
+    art: DirectionArtifact,
+    coef: float,
+    *,
+    layer: int | None = None,
+    vector: str = "refusal",
+    ablate_first: bool = False,
+) -> dict[str, Any]:
     """Return the spec that adds ``coef`` times a direction (its difference of means) at one layer.
 
     ``vector`` is ``refusal`` (the selected direction; default layer: the selected one) or ``harmfulness``
@@ -84,15 +91,23 @@ def steer_spec(art: DirectionArtifact, coef: float, *, layer: int | None = None,
     if not -n_layers <= lay < n_layers:
         raise RefusalkitError(f"--layer {lay} is out of range: the model has {n_layers} layers")
     if vector == "refusal":
-        v = art.tensor("refusal_direction") if layer is None else \
-            art.tensor("mean_diff")[lay, art.card["positions"].index(art.card["refusal"]["position"])]
+        v = (
+            art.tensor("refusal_direction")
+            if layer is None
+            else art.tensor("mean_diff")[lay, art.card["positions"].index(art.card["refusal"]["position"])]
+        )
     elif vector == "harmfulness":
         v = art.tensor("harmfulness")[lay]
     else:
         raise RefusalkitError(f"unknown --vector {vector!r}; use {' or '.join(VECTORS)}")
     if ablate_first:
-        return {"op": "ablate_then_add", "direction": art.tensor("refusal_direction"), "vector": v, "layer": lay,
-                "coef": coef}
+        return {
+            "op": "ablate_then_add",
+            "direction": art.tensor("refusal_direction"),
+            "vector": v,
+            "layer": lay,
+            "coef": coef,
+        }
     return {"op": "add", "vector": v, "layer": lay, "coef": coef}
 
 
@@ -103,15 +118,17 @@ def guard_of(art: DirectionArtifact) -> LatentGuard:
     return LatentGuard.from_dict(art.card["guard"])
 
 
-def guard_layer_scores(hf: Any, art: DirectionArtifact, prompts: list[Any], *, batch_size: int = 8,
-                       system_prompt: str | None = None) -> torch.Tensor:
+def guard_layer_scores(
+    hf: Any, art: DirectionArtifact, prompts: list[Any], *, batch_size: int = 8, system_prompt: str | None = None
+) -> torch.Tensor:
     """Return Zhao et al.'s per-layer scores ``[n, k]`` of ``prompts`` for layers ``0..k-1``, where ``k - 1`` is
     the deepest layer the guard uses (one forward pass each, stopped after that layer)."""
     inst = art.card["positions"].index("inst")
     upto = max(guard_of(art).layers) + 1
     pos = cap.parse_positions("inst", len(cap.template_suffix_ids(hf, system_prompt)))
-    acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt,
-                       layers=list(range(upto)))[:, :, 0, :]
+    acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt, layers=list(range(upto)))[
+        :, :, 0, :
+    ]
     return layer_scores(acts, art.tensor("mu_harmful")[:upto, inst], art.tensor("mu_harmless")[:upto, inst])
 
 
@@ -131,8 +148,9 @@ def check_export_dest(out_dir: str | Path) -> Path:
     return dest
 
 
-def export_orthogonalized(hf: Any, art: DirectionArtifact, out_dir: str | Path, *,
-                          save_dtype: torch.dtype | None = None) -> Path:
+def export_orthogonalized(
+    hf: Any, art: DirectionArtifact, out_dir: str | Path, *, save_dtype: torch.dtype | None = None
+) -> Path:
     """Write the model with the refusal direction orthogonalised out of its weights (plus its tokenizer) to
     ``out_dir`` with ``save_pretrained``, atomically, cast to ``save_dtype`` when given (the model is edited in
     place); return the folder. Plain transformers loads it."""
