@@ -20,7 +20,7 @@ PKG = ROOT / "src" / "refusalkit"
 # Lowest first. A module may import its own package and any package of its own or a lower layer.
 # Keep in step with the list in docs/architecture.md (test_docs_list_the_same_layers checks it).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "memo", "artifacts"),  # base: no refusalkit imports beyond each other
+    ("errors", "memo", "artifacts", "stats"),  # base: no refusalkit imports beyond each other
     ("data",),
     ("models",),
     ("runs",),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from refusalkit import stats
 from refusalkit.attacks.loop import AttackResult, AttemptRecord
 from refusalkit.data.io import dumps_strict, write_bytes_atomic, write_jsonl_atomic, write_text_atomic
 from refusalkit.errors import RefusalkitError
@@ -30,7 +31,6 @@ from refusalkit.evaluate.metrics import rate
 
 SCHEMA = "refusalkit.attack.metrics/1"
 OUTPUTS = ("metrics.json", "attempts.jsonl", "report.html", "asr_at_k.png", "categories.png")
-_Z95 = 1.959964
 
 
 def check_attack_dir(out_dir: str | Path) -> None:
@@ -53,17 +53,8 @@ def check_attack_dir(out_dir: str | Path) -> None:
 
 def wilson(k: int, n: int, level: float = 0.95) -> list[float | None]:
     """Return the Wilson score interval ``[lo, hi]`` of ``k`` successes in ``n`` trials at ``level``
-    (``[None, None]`` when n is 0)."""
-    if n == 0:
-        return [None, None]
-    from statistics import NormalDist
-
-    z = _Z95 if level == 0.95 else NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
-    return [max(0.0, c - h), min(1.0, c + h)]
+    (``[None, None]`` when n is 0, so an empty stage shows no interval in metrics.json)."""
+    return [None, None] if n == 0 else list(stats.wilson(k, n, level))
 
 
 def _rate(x: list[bool], level: float, n_boot: int, seed: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from refusalkit.errors import RefusalkitError
+from refusalkit.stats import wilson
 from refusalkit.tokens.policy import Policy
 from refusalkit.tokens.scheme import TokenScheme
 
@@ -207,17 +208,6 @@ def f1_thresholds(q: np.ndarray, refuse: np.ndarray, scheme: TokenScheme, *, rou
             below = q[:, k][q[:, k] < best_t]
             thr[k] = float(math.sqrt(best_t * below.max())) if len(below) and best_t <= 1.0 else float(min(best_t, 1.0))
     return {c: float(thr[k]) for k, c in enumerate(cats)}
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Return the 95% Wilson score interval of a binomial proportion ``k / n``."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def rates_by_category(refused: np.ndarray, categories: list[str | None], refuse: np.ndarray) -> dict[str, Any]:
