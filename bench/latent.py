@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from refusalkit.data.io import read_records  # noqa: E402
-from refusalkit.data.registry import default_data_dir  # noqa: E402
+from refusalkit.data.registry import data_root  # noqa: E402
 
 
 def sample(path: Path, split: str | None, n: int, seed: int = 0, label: str | None = None) -> list[dict]:
@@ -65,7 +65,7 @@ def section_ablation(hf, art, args, out):
     from refusalkit.latent.directions import first_token, kl_div
     from refusalkit.latent.use import ablation_spec
 
-    data = default_data_dir()
+    data = data_root()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
     spec = ablation_spec(art)
@@ -91,7 +91,7 @@ def section_ablation(hf, art, args, out):
 def section_addition(hf, art, args, out):
     from refusalkit.latent.use import steer_spec
 
-    data = default_data_dir()
+    data = data_root()
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
     spec = steer_spec(art, args.coef)
     texts, ntok, dt = generate(hf, harmless, spec, args)
@@ -111,7 +111,7 @@ def section_guard(hf, art, args, out):
     from refusalkit.latent.use import guard_layer_scores, guard_of
     from refusalkit.predict import get_predictor
 
-    data = default_data_dir()
+    data = data_root()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
     xs = sample(data / "xstest_prompts.jsonl", None, args.n_xstest // 2, label="unsafe") + sample(
@@ -159,7 +159,7 @@ def section_overhead(hf, art, args, out):
     from refusalkit.latent.use import ablation_spec
     from refusalkit.models.base import GenerationConfig
 
-    data = default_data_dir()
+    data = data_root()
     prompts = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.batch_size, seed=1)]
     spec = ablation_spec(art)
     rates: dict[str, list[float]] = {"plain": [], "ablated": []}
@@ -194,7 +194,7 @@ def section_export(hf, art, args, out):
     from refusalkit.latent.use import export_orthogonalized
     from refusalkit.models.hf import HFModel
 
-    data = default_data_dir()
+    data = data_root()
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_harmful)]
     tmp = Path(tempfile.mkdtemp(prefix="latent-export-"))
     try:
@@ -222,7 +222,7 @@ def section_export(hf, art, args, out):
 def section_separation(hf, art, args, out):
     from refusalkit.latent.directions import separation_check
 
-    data = default_data_dir()
+    data = data_root()
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_judge)]
     harmful = [r["prompt"] for r in sample(data / "harmful_instructions.jsonl", "test", args.n_judge)]
     layer = art.card["refusal"]["layer"]

@@ -40,10 +40,10 @@ def _int_list(option: str, s: str | None) -> list[int] | None:
 
 
 def _default_data(name: str) -> str:
-    from refusalkit.data.registry import default_data_dir
+    from refusalkit.data.registry import data_root
 
-    d = default_data_dir()
-    if d is None or not (d / name).is_file():
+    d = data_root()
+    if not (d / name).is_file():
         raise RefusalkitError(
             f"no default {name}: pass the file explicitly or set REFUSALKIT_DATA to the folder holding it"
         )

@@ -250,12 +250,6 @@ def data_root() -> Path:
     return Path("..") / "shared" / "data"
 
 
-def default_data_dir() -> Path | None:
-    """Return :func:`data_root` when that directory exists, else ``None``."""
-    root = data_root()
-    return root if root.is_dir() else None
-
-
 def _filter_local(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # The shared CoCoNot copy holds both halves; the registry splits them by label.
     if bench.name in ("coconot", "coconot-contrast"):
