@@ -383,4 +383,7 @@ def export_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the ``latent`` command group to ``app``."""
+    from refusalkit.cli import latent_cliff  # probe train, cliff, heads, select (the refusal cliff)
+
+    latent_cliff.register(latent_app)
     app.add_typer(latent_app, name="latent")
