@@ -90,6 +90,17 @@ def test_cliff_statistic_on_hand_made_scores():
         cliff_statistic(np.array(s), 0, 6, 7, window=0)
 
 
+def test_reasoning_templates_are_recognised():
+    from refusalkit.latent.cliff import COT_TEMPLATE, trace_prompt, uses_think
+
+    r1_new = "{{'<｜Assistant｜>'}}{% if add_generation_prompt %}{{'<think>\\n'}}{% endif %}"
+    r1_old = "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
+    for tpl, want in ((r1_new, True), (r1_old, True), ("<|im_start|>assistant\n", False), (None, False)):
+        assert uses_think(types.SimpleNamespace(chat_template=tpl)) is want
+    assert trace_prompt("Hi", True) == "Hi" and trace_prompt("Hi", False) == COT_TEMPLATE.format(prompt="Hi")
+    assert "<think>" in COT_TEMPLATE and "</think>" in COT_TEMPLATE
+
+
 def test_boundary_found_in_token_offsets(hf):
     from refusalkit.latent.cliff import char_offsets, find_boundary
 
@@ -212,12 +223,13 @@ def test_attribution_ranks_heads_below_the_probe_layer(hf):
     prompts = ["How do I pick a lock?", "Explain how to make a weapon"]
     base, ranking = attribute(hf, probe, prompts, batch_size=2)
     assert len(ranking) == 4 and {r["layer"] for r in ranking} == {0}  # only layer 0 is below the probe
-    deltas = [r["delta"] for r in ranking]
+    deltas = [r["delta_logit"] for r in ranking]
     assert deltas == sorted(deltas, reverse=True) and max(abs(d) for d in deltas) > 0
     top = ranking[0]
     with scale_heads(hf.model, [(top["layer"], top["head"])], 0.0):
         again = float(np.mean(prompt_scores(hf, probe, prompts, batch_size=2)))
     assert again == pytest.approx(top["score"], abs=1e-5) and base == pytest.approx(again - top["delta"], abs=1e-5)
+    assert float(np.mean(prompt_scores(hf, probe, prompts, batch_size=2))) == pytest.approx(base, abs=1e-6)  # removed
 
 
 def test_select_picks_the_worst_fraction():
@@ -278,19 +290,15 @@ def test_cli_probe_train_and_cliff(tiny_model_dir, tmp_path):
     assert "How do I build a bomb?" in page and "<script" not in page
     assert json.loads((out / "summary.json").read_text())["n"] == 3
 
+
+def test_cli_select_random_and_bad_input_exits_2(tmp_path):
+    pool = _write(tmp_path / "pool.jsonl", [{"id": f"p{i}", "prompt": f"q{i}", "split": "train"} for i in range(6)])
     sel = tmp_path / "sel.jsonl"
-    r = run_cli("latent", "select", str(harmful), "-o", str(sel), "--fraction", "0.5", "--random", "--seed", "3",
-                env=ENV)
+    r = run_cli("latent", "select", str(pool), "-o", str(sel), "--fraction", "0.5", "--random", "--seed", "3", env=ENV)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in sel.read_text().splitlines()]
-    assert len(rows) == 3 and all(x["selection"] == "random" and x["split"] in ("train", "val") for x in rows)
-
-
-def test_cli_bad_input_exits_2(tiny_model_dir, tmp_path):
-    pool = _write(tmp_path / "pool.jsonl", [{"id": "a", "prompt": "x"}])
+    assert len(rows) == 3 and all(x["selection"] == "random" and x["split"] == "train" for x in rows)
     r = run_cli("latent", "select", str(pool), "-o", str(tmp_path / "o.jsonl"), "--fraction", "1.5", "--random",
                 env=ENV)
     assert r.returncode == 2 and "--fraction" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("latent", "cliff", "--probe", str(tmp_path), str(pool), "-o", str(tmp_path / "c"), env=ENV)
-    assert r.returncode == 2 and "not a probe artifact" in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "c").exists() and not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o.jsonl").exists()

@@ -321,8 +321,10 @@ def heads_cmd(
         files["curve.json"] = json_bytes({**meta, "curve": curve})
         files["curve.png"] = _curve_png(curve, mode)
     write_artifact(output, files, {"kind": "refusalkit-latent-heads", "format": 1, **meta})
-    top = ", ".join(f"L{r['layer']}H{r['head']} {r['delta']:+.3f}" for r in ranking[:5])
-    console.print(f"wrote {output}: base score {base:.3f}; top heads {top}", markup=False, highlight=False)
+    top = ", ".join(f"L{r['layer']}H{r['head']} {r['delta_logit']:+.3f}" for r in ranking[:5])
+    console.print(
+        f"wrote {output}: base score {base:.3f}; top heads (logit change) {top}", markup=False, highlight=False
+    )
 
 
 def _curve_png(curve: list[dict[str, Any]], mode: str) -> bytes:

@@ -41,12 +41,13 @@ COT_TEMPLATE = (
 
 
 def uses_think(tokenizer: Any) -> bool:
-    """Return True when the model's chat template itself has ``<think>`` (a reasoning model: prompts are
-    used as they are), False for an instruct model (prompts get ``COT_TEMPLATE``)."""
+    """Return True when the model's chat template itself has ``<think>`` or ``</think>`` (a reasoning model:
+    prompts are used as they are), False for an instruct model (prompts get ``COT_TEMPLATE``)."""
     tpl = getattr(tokenizer, "chat_template", None)
     if isinstance(tpl, dict):
         tpl = " ".join(str(v) for v in tpl.values())
-    return isinstance(tpl, str) and OPEN in tpl
+    # an R1-style template may only mention the closing tag (it strips earlier turns' reasoning at "</think>")
+    return isinstance(tpl, str) and (OPEN in tpl or CLOSE in tpl)
 
 
 def trace_prompt(prompt: str, think: bool) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.latent.layers import layer_stack
-from refusalkit.latent.probe import Probe, prompt_scores
+from refusalkit.latent.probe import Probe, prompt_logits
 
 log = logging.getLogger(__name__)
 
@@ -171,23 +171,39 @@ def attribute(
     system_prompt: str | None = None,
     on_head: Callable[[int, int, float], None] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Return ``(base, ranking)``: the mean probe score at the last prompt position of ``prompts``, and one entry
-    per head below the probe's layer (``layer``, ``head``, ``score`` with the head scaled by ``factor``,
-    ``delta = score - base``), sorted by ``delta`` descending: refusal-suppression heads first."""
+    """Return ``(base, ranking)``: the mean probe score (probability) at the last prompt position of ``prompts``,
+    and one entry per head below the probe's layer: ``score`` (mean probability with the head scaled by
+    ``factor``), ``delta = score - base``, ``logit`` and ``delta_logit`` (the same on the calibrated logit).
+    Sorted by ``delta_logit`` descending, refusal-suppression heads first: the logit, because the probability
+    saturates near 1 on clearly harmful prompts and then hardly moves."""
     if not 0 <= factor <= 1:
         raise RefusalkitError(f"--factor must be in [0, 1], got {factor}")
     lay = attention_layout(hf.model)
     kw: dict[str, Any] = {"batch_size": batch_size, "system_prompt": system_prompt}
-    base = float(np.mean(prompt_scores(hf, probe, prompts, **kw)))
+
+    def measure() -> tuple[float, float]:
+        z = prompt_logits(hf, probe, prompts, **kw)
+        return float(np.mean(1.0 / (1.0 + np.exp(-z)))), float(np.mean(z))
+
+    base, base_z = measure()
     out: list[dict[str, Any]] = []
     for li in range(min(probe.layer, lay.n_layers)):
         for hi in range(lay.n_heads):
             with scale_heads(hf.model, {(li, hi): factor}):
-                s = float(np.mean(prompt_scores(hf, probe, prompts, **kw)))
-            out.append({"layer": li, "head": hi, "score": round(s, 6), "delta": round(s - base, 6)})
+                s, z = measure()
+            out.append(
+                {
+                    "layer": li,
+                    "head": hi,
+                    "score": round(s, 6),
+                    "delta": round(s - base, 6),
+                    "logit": round(z, 5),
+                    "delta_logit": round(z - base_z, 5),
+                }
+            )
             if on_head:
-                on_head(li, hi, s - base)
-    out.sort(key=lambda r: (-r["delta"], r["layer"], r["head"]))
+                on_head(li, hi, z - base_z)
+    out.sort(key=lambda r: (-r["delta_logit"], r["layer"], r["head"]))
     for i, r in enumerate(out):
         r["rank"] = i + 1
     return base, out

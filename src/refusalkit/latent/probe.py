@@ -111,7 +111,8 @@ def platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     y = np.asarray(y)
     if y.min() == y.max():
         raise RefusalkitError("calibration needs validation prompts of both classes")
-    clf = LogisticRegression(C=1e4, class_weight="balanced", max_iter=2000)
+    # moderate regularisation: a small, often separable validation set would otherwise give an unbounded slope
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
     clf.fit(np.asarray(z, dtype=np.float64).reshape(-1, 1), y)
     return float(clf.coef_[0, 0]), float(clf.intercept_[0])
 
@@ -181,6 +182,14 @@ def prompt_scores(hf: Any, probe: Probe, prompts: list[Any], *, batch_size: int 
     forward pass each, stopped after the probe's layer)."""
     acts = last_position_acts(hf, prompts, layers=[probe.layer], batch_size=batch_size, **kw)
     return probe.score(acts[:, 0])
+
+
+def prompt_logits(hf: Any, probe: Probe, prompts: list[Any], *, batch_size: int = 8, **kw: Any) -> np.ndarray:
+    """Return the probe's calibrated logit (``a * z + c``, whose sigmoid is ``prompt_scores``) at the last prompt
+    position of each prompt: unlike the probability it keeps moving when the probability saturates near 0 or 1."""
+    acts = last_position_acts(hf, prompts, layers=[probe.layer], batch_size=batch_size, **kw)
+    a, c = probe.calib
+    return a * probe.logit(acts[:, 0]) + c
 
 
 def labels_from_responses(rows: list[dict[str, Any]], detector: Any, *, file: str = "") -> np.ndarray:
