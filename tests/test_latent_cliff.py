@@ -302,3 +302,40 @@ def test_cli_select_random_and_bad_input_exits_2(tmp_path):
                 env=ENV)
     assert r.returncode == 2 and "--fraction" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_report_escapes_model_text_and_summary_counts_intent():
+    from refusalkit.latent.cliff import summarize
+    from refusalkit.latent.cliff_report import report_html, summary_plot
+
+    recs = [
+        {"id": "a", "prompt": "<b>evil</b>", "tokens": ["<script>", "x", "</think>", "ok"], "scores": [0.9, 0.8, 0.1, 0.1],
+         "boundary": 3, "verdict": "full_compliance", "refused": False, "cliff": 0.8, "intent_in_trace": True,
+         "forced_close": False},
+        {"id": "b", "prompt": "p", "tokens": ["no"], "scores": [0.2], "boundary": None, "verdict": "full_refusal",
+         "refused": True, "cliff": None, "intent_in_trace": False, "forced_close": False},
+    ]
+    s = summarize(recs)
+    assert (s["n_refused"], s["n_complied"], s["complied_with_intent_above_0_5"], s["mean_cliff"]) == (1, 1, 1, 0.8)
+    png = summary_plot(recs)
+    page = report_html(recs, s, png, {"model": "m"})
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;evil&lt;/b&gt;" in page
+    assert png[:4] == b"\x89PNG"
+
+
+def test_probe_labels_from_the_models_own_responses(tmp_path):
+    from refusalkit.detect import get_detector
+    from refusalkit.errors import InputError
+    from refusalkit.latent.probe import data_from_responses
+
+    rows = [{"id": f"r{i}", "prompt": f"q{i}",
+             "response": "I'm sorry, but I can't help with that." if i % 2 else "Sure, here it is: step one."}
+            for i in range(8)]
+    data = data_from_responses(str(_write(tmp_path / "r.jsonl", rows)), get_detector("keyword"), seed=0)
+    assert sorted(data.y_train.tolist() + data.y_val.tolist()) == [0] * 4 + [1] * 4
+    assert set(data.y_val.tolist()) == {0, 1} and len(data.val) == 2
+    want = {f"r{i}": i % 2 for i in range(8)}
+    assert all(want[e.id] == y for e, y in zip(data.train + data.val, data.y_train.tolist() + data.y_val.tolist()))
+    del rows[3]["response"]
+    with pytest.raises(InputError, match="r.jsonl:4: field 'response'"):
+        data_from_responses(str(_write(tmp_path / "r.jsonl", rows)), get_detector("keyword"))

@@ -273,6 +273,8 @@ def heads_cmd(
     extra = _load_inputs(harmless, limit) if harmless else []
     det = _detector(detector)
     pr, hf = load_probe_for(probe, model, batch_size=batch_size, dtype=dtype)
+    if pr.layer == 0:
+        raise RefusalkitError(f"--probe {probe}: the probe reads layer 0 (the embeddings); no head comes before it")
     lay = attention_layout(hf.model)
     harmful_p = [e.prompt for e in examples if not _is_harmless(e)]
     harmless_p = [e.prompt for e in examples if _is_harmless(e)] + [e.prompt for e in extra]
@@ -282,8 +284,6 @@ def heads_cmd(
         f"attributing {min(pr.layer, lay.n_layers) * lay.n_heads} heads (layers below the probe's layer {pr.layer}) "
         f"on {len(harmful_p)} prompts"
     )
-    if pr.layer == 0:
-        raise RefusalkitError(f"--probe {probe}: the probe reads layer 0 (the embeddings); no head comes before it")
     base, ranking = attribute(hf, pr, harmful_p, factor=factor, batch_size=batch_size, system_prompt=system_prompt)
     curve: list[dict[str, Any]] = []
     if not no_curve:

@@ -196,12 +196,18 @@ def labels_from_responses(rows: list[dict[str, Any]], detector: Any, *, file: st
     """Return 1 (refused) / 0 (answered) per row from ``detector``'s verdict on the row's ``response`` (the
     model's own answer to ``prompt``). Raises RefusalkitError naming the file for a row without a response."""
     from refusalkit.data.taxonomy import is_refusal
+    from refusalkit.errors import InputError
 
     texts = []
     for i, r in enumerate(rows):
         t = r.get("response")
         if not isinstance(t, str):
-            raise RefusalkitError(f"{file}: row {i + 1}: field 'response' is missing (needed for --responses)")
+            raise InputError(
+                "missing or not a string (the model's response is needed for --responses)",
+                file=file,
+                line=r.get("__line__", i + 1),
+                field="response",
+            )
         texts.append(t)
     labels = detector.predict(texts, [str(r.get("prompt", "")) for r in rows])
     return np.array([1 if is_refusal(x) else 0 for x in labels], dtype=int)
