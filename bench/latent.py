@@ -108,7 +108,7 @@ def section_addition(hf, art, args, out):
 
 def section_guard(hf, art, args, out):
     from refusalkit.latent.guard import auroc, keyword_score
-    from refusalkit.latent.use import guard_layer_scores, guard_of
+    from refusalkit.latent.use import guard_acts, guard_of, scores_of_acts
     from refusalkit.predict import get_predictor
 
     data = data_root()
@@ -131,13 +131,19 @@ def section_guard(hf, art, args, out):
     ):
         prompts = pos + neg
         y = np.array([1] * len(pos) + [0] * len(neg))
-        ls = guard_layer_scores(hf, art, prompts, batch_size=args.batch_size)
+        acts = guard_acts(hf, art, prompts, batch_size=args.batch_size)
+        ls = scores_of_acts(art, acts)
         p = guard.p_harmful(ls)
+        # the other score on the same activations and layers (AUROC needs no logistic map): how much the
+        # choice of score matters, side by side
+        other = "cosine" if guard.method == "projection" else "projection"
         per_layer = {int(i): auroc(ls[:, i].numpy(), y) for i in range(ls.shape[1])}
         res[name] = {
             "n_pos": len(pos),
             "n_neg": len(neg),
             "guard_auroc": auroc(p, y),
+            "guard_method": guard.method,
+            f"{other}_score_auroc": auroc(scores_of_acts(art, acts, other)[:, guard.layers].mean(1).numpy(), y),
             "guard_accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
             "predictor_auroc": auroc(pred.p_refusal(prompts), y),
             "keyword_auroc": auroc(keyword_score(prompts), y),
@@ -145,7 +151,8 @@ def section_guard(hf, art, args, out):
         }
         r = res[name]
         print(
-            f"guard {name}: AUROC guard {r['guard_auroc']:.3f}  predictor(chatgpt) {r['predictor_auroc']:.3f}  "
+            f"guard {name}: AUROC guard ({guard.method}) {r['guard_auroc']:.3f}  {other} score "
+            f"{r[other + '_score_auroc']:.3f}  predictor(chatgpt) {r['predictor_auroc']:.3f}  "
             f"keywords {r['keyword_auroc']:.3f}  (acc@0.5 {r['guard_accuracy_at_0.5']:.3f}; "
             f"{len(pos)}+{len(neg)} prompts)",
             flush=True,

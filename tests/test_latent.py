@@ -173,6 +173,28 @@ def test_guard_fit_separates_and_calibrates():
     assert ((p >= 0) & (p <= 1)).all() and (p[:20] > 0.5).all() and (p[20:] < 0.5).all()
 
 
+def test_guard_projection_puts_class_means_at_plus_minus_half_and_ignores_a_shared_offset():
+    """The projection score is scale-free per layer (means at +-0.5) and, unlike the cosine score, does not
+    shrink when every prompt shares a large common component (as residual streams do)."""
+    from refusalkit.latent.guard import LatentGuard, auroc, layer_scores
+    g = torch.Generator().manual_seed(1)
+    mu_h, mu_s = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
+    s = layer_scores(torch.stack([mu_h, mu_s]), mu_h, mu_s, "projection")
+    assert torch.allclose(s, torch.tensor([[0.5] * 3, [-0.5] * 3]), atol=1e-5)
+    shared = 1000 * torch.randn(16, generator=g)
+    x = torch.cat([mu_h + 0.5 * torch.randn(40, 3, 16, generator=g), mu_s + 0.5 * torch.randn(40, 3, 16, generator=g)])
+    y = np.array([1] * 40 + [0] * 40)
+    proj = layer_scores(x + shared, mu_h + shared, mu_s + shared, "projection")
+    assert torch.allclose(proj, layer_scores(x, mu_h, mu_s, "projection"), atol=1e-2)
+    cos = layer_scores(x + shared, mu_h + shared, mu_s + shared, "cosine")
+    assert float(cos.abs().max()) < 1e-3 < float(proj.abs().max())  # the cosine score collapses towards 0
+    assert auroc(proj.mean(1).numpy(), y) > 0.95
+    # a card written before the method field existed keeps Zhao et al.'s cosine score
+    assert LatentGuard.from_dict({"layers": [1], "a": 1.0, "b": 0.0}).method == "cosine"
+    with pytest.raises(Exception, match="unknown guard method"):
+        layer_scores(x, mu_h, mu_s, "dot")
+
+
 # --- on a tiny Llama with the bundled tokenizer and chat template ---------------------------------------------
 
 @pytest.fixture(scope="module")

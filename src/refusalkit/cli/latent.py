@@ -82,6 +82,11 @@ def extract_cmd(
     kl_max: float = typer.Option(0.1, help="Largest harmless first-token KL a selected ablation may cause."),
     coefs: str = typer.Option("0,0.5,1,1.5,2", help="Addition coefficients for the refusal-vs-coefficient sweep."),
     judge_n: int = typer.Option(32, help="Harmless prompts in the harmfulness-vs-refusal steering check."),
+    guard_method: str = typer.Option(
+        "projection",
+        help="Latent Guard score per layer: 'projection' on the harmfulness direction (from the midpoint of the "
+        "class means) or 'cosine' (Zhao et al.: cosine to the harmful mean minus cosine to the harmless mean).",
+    ),
     batch_size: int = typer.Option(8),
     seed: int = typer.Option(0),
     dtype: str = _DTYPE,
@@ -91,6 +96,7 @@ def extract_cmd(
     from refusalkit.cli import validate
     from refusalkit.latent.artifact import save_artifact
     from refusalkit.latent.extract import ExtractConfig, extract
+    from refusalkit.latent.guard import GUARD_METHODS
     from refusalkit.latent.report import report_files
     from refusalkit.latent.use import load_hf
 
@@ -106,6 +112,8 @@ def extract_cmd(
     validate.above("--kl-max", kl_max, 0.0)
     validate.output_dir("--output", output)
     validate.positive("--judge-n", judge_n)
+    if guard_method not in GUARD_METHODS:
+        raise RefusalkitError(f"--guard-method: choose from {', '.join(GUARD_METHODS)}, got {guard_method!r}")
     try:
         coef_list = [float(c) for c in coefs.split(",") if c.strip()]
     except ValueError:
@@ -128,6 +136,7 @@ def extract_cmd(
         seed=seed,
         coefs=coef_list,
         judge_n=judge_n,
+        guard_method=guard_method,
     )
     hf = load_hf(model, batch_size=batch_size, dtype=dtype)
     tensors, card = extract(hf, model, cfg, status=lambda m: err_console.print(m, markup=False, highlight=False))

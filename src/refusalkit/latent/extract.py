@@ -48,6 +48,7 @@ class ExtractConfig:
     batch_size: int = 8
     seed: int = 0
     judge_n: int = 32
+    guard_method: str = "projection"  # or "cosine" (Zhao et al.'s score); see latent/guard.py
 
 
 def _file_sha(path: str) -> str:
@@ -170,9 +171,9 @@ def extract(
     inst_pos = cap.parse_positions("inst", len(suffix))
     va_prompts = [e.prompt for e in va_h] + [e.prompt for e in va_s]
     acts = cap.capture(hf, va_prompts, inst_pos, batch_size=bs)[:, :, 0, :]  # [n, L, d]
-    scores = layer_scores(acts, mu_h[:, inst], mu_s[:, inst])
+    scores = layer_scores(acts, mu_h[:, inst], mu_s[:, inst], cfg.guard_method)
     labels = np.array([1] * len(va_h) + [0] * len(va_s))
-    guard = fit_guard(scores, labels)
+    guard = fit_guard(scores, labels, method=cfg.guard_method)
 
     tensors = {
         "mean_diff": diffs,

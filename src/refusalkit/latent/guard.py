@@ -1,8 +1,12 @@
 """Latent Guard (Zhao et al. 2025): how harmful a prompt is, read from the model's own residual stream at the
 last instruction token, with one forward pass and no generation.
 
-Per layer ``l`` the score is ``cos(h_l, mu_harmful_l) - cos(h_l, mu_harmless_l)`` (Zhao et al.); the guard
-averages it over the layers whose validation AUROC is within ``tolerance`` of the best (several layers rather
+Per layer ``l`` the score is, by default (``projection``), the prompt's projection on the harmfulness direction
+``r_l = mu_harmful_l - mu_harmless_l`` measured from the midpoint of the two means, in units of ``|r_l|^2``: the
+harmful mean scores +0.5 and the harmless mean -0.5 at every layer, so layers average on one scale. ``cosine`` is
+Zhao et al.'s ``cos(h_l, mu_harmful_l) - cos(h_l, mu_harmless_l)``, which a large component shared by every
+prompt's residual stream compresses (kept for cards written before the projection existed). The guard averages
+the score over the layers whose validation AUROC is within ``tolerance`` of the best (several layers rather
 than the single best: one validation-picked layer transferred poorly to XSTest in the feasibility run), then
 maps it to ``p_harmful`` in 0..1 with a logistic fit on the validation prompts (balanced classes, so 0.5 is the
 balanced threshold).
@@ -18,14 +22,22 @@ import torch
 
 from refusalkit.errors import RefusalkitError
 
+GUARD_METHODS = ("projection", "cosine")
 
-def layer_scores(acts: torch.Tensor, mu_harmful: torch.Tensor, mu_harmless: torch.Tensor) -> torch.Tensor:
-    """Return Zhao et al.'s score per prompt and layer, ``[n, layers]``, from ``acts`` ``[n, layers, d]`` and
-    the per-layer means ``[layers, d]``."""
-    cos = torch.nn.functional.cosine_similarity
-    return cos(acts.float(), mu_harmful.float().unsqueeze(0), dim=-1) - cos(
-        acts.float(), mu_harmless.float().unsqueeze(0), dim=-1
-    )
+
+def layer_scores(
+    acts: torch.Tensor, mu_harmful: torch.Tensor, mu_harmless: torch.Tensor, method: str = "projection"
+) -> torch.Tensor:
+    """Return the harmfulness score per prompt and layer, ``[n, layers]``, from ``acts`` ``[n, layers, d]`` and
+    the per-layer class means ``[layers, d]`` (``method``: ``projection`` or ``cosine``, see the module doc)."""
+    a, mh, ms = acts.float(), mu_harmful.float().unsqueeze(0), mu_harmless.float().unsqueeze(0)
+    if method == "cosine":
+        cos = torch.nn.functional.cosine_similarity
+        return cos(a, mh, dim=-1) - cos(a, ms, dim=-1)
+    if method != "projection":
+        raise RefusalkitError(f"unknown guard method {method!r}; choose from {', '.join(GUARD_METHODS)}")
+    r = mh - ms
+    return ((a - (mh + ms) / 2) * r).sum(-1) / (r * r).sum(-1).clamp_min(1e-12)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -47,6 +59,7 @@ class LatentGuard:
     b: float
     val_auroc: dict[int, float] = field(default_factory=dict)
     val_auroc_combined: float | None = None
+    method: str = "cosine"  # what ``layer_scores`` computes for this guard; fit_guard sets it
 
     def score(self, layer_score: torch.Tensor) -> np.ndarray:
         """Return the combined score of each prompt from its per-layer scores ``[n, all_layers]``."""
@@ -65,6 +78,7 @@ class LatentGuard:
             "b": self.b,
             "val_auroc": {str(k): v for k, v in self.val_auroc.items()},
             "val_auroc_combined": self.val_auroc_combined,
+            "method": self.method,
         }
 
     @classmethod
@@ -76,6 +90,7 @@ class LatentGuard:
             float(d["b"]),
             {int(k): float(v) for k, v in (d.get("val_auroc") or {}).items()},
             d.get("val_auroc_combined"),
+            str(d.get("method", "cosine")),  # cards from before the projection score used Zhao et al.'s cosine
         )
 
 
@@ -86,8 +101,10 @@ def fit_guard(
     layers: list[int] | None = None,
     tolerance: float = 0.01,
     min_layer: int = 1,
+    method: str = "projection",
 ) -> LatentGuard:
-    """Return a LatentGuard fitted on validation prompts: per-layer scores ``[n, layers]`` and labels (1 = harmful).
+    """Return a LatentGuard fitted on validation prompts: per-layer scores ``[n, layers]`` (computed with
+    ``method``) and labels (1 = harmful).
 
     Without ``layers``, it averages every layer from ``min_layer`` on whose validation AUROC is within
     ``tolerance`` of the best layer's.
@@ -100,7 +117,7 @@ def fit_guard(
         pool = {li: v for li, v in per.items() if li >= min_layer} or per
         top = max(pool.values())
         layers = sorted(li for li, v in pool.items() if v >= top - tolerance)
-    g = LatentGuard(list(layers), 1.0, 0.0, per)
+    g = LatentGuard(list(layers), 1.0, 0.0, per, method=method)
     s = g.score(val_scores).reshape(-1, 1)
     lr = LogisticRegression(class_weight="balanced", C=1e4).fit(s, y)
     g.a, g.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])

@@ -118,18 +118,30 @@ def guard_of(art: DirectionArtifact) -> LatentGuard:
     return LatentGuard.from_dict(art.card["guard"])
 
 
-def guard_layer_scores(
+def guard_acts(
     hf: Any, art: DirectionArtifact, prompts: list[Any], *, batch_size: int = 8, system_prompt: str | None = None
 ) -> torch.Tensor:
-    """Return Zhao et al.'s per-layer scores ``[n, k]`` of ``prompts`` for layers ``0..k-1``, where ``k - 1`` is
-    the deepest layer the guard uses (one forward pass each, stopped after that layer)."""
-    inst = art.card["positions"].index("inst")
+    """Return the residual stream at ``t_inst`` of ``prompts``, ``[n, k, d]`` for layers ``0..k-1``, where
+    ``k - 1`` is the deepest layer the guard uses (one forward pass each, stopped after that layer)."""
     upto = max(guard_of(art).layers) + 1
     pos = cap.parse_positions("inst", len(cap.template_suffix_ids(hf, system_prompt)))
-    acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt, layers=list(range(upto)))[
-        :, :, 0, :
-    ]
-    return layer_scores(acts, art.tensor("mu_harmful")[:upto, inst], art.tensor("mu_harmless")[:upto, inst])
+    acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt, layers=list(range(upto)))
+    return acts[:, :, 0, :]
+
+
+def scores_of_acts(art: DirectionArtifact, acts: torch.Tensor, method: str | None = None) -> torch.Tensor:
+    """Return the per-layer guard scores ``[n, k]`` of ``guard_acts``' output, computed with ``method`` (by
+    default the guard's own)."""
+    inst = art.card["positions"].index("inst")
+    k = acts.shape[1]
+    return layer_scores(
+        acts, art.tensor("mu_harmful")[:k, inst], art.tensor("mu_harmless")[:k, inst], method or guard_of(art).method
+    )
+
+
+def guard_layer_scores(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> torch.Tensor:
+    """Return the guard's per-layer scores ``[n, k]`` of ``prompts`` (see ``guard_acts``)."""
+    return scores_of_acts(art, guard_acts(hf, art, prompts, **kw))
 
 
 def p_harmful(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> np.ndarray:
