@@ -132,3 +132,20 @@ def test_serve_command_over_http(tiny_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_refused_connection_before_any_answer_fails_after_one_retry(monkeypatch):
+    """Nothing listening: one retry, then a clear error, not five backoffs (~16 s) for the same answer."""
+    import socket
+
+    from refusalkit.models import openai_compat
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # a port nobody listens on
+    sleeps: list[float] = []
+    monkeypatch.setattr(openai_compat.time, "sleep", sleeps.append)
+    with pytest.raises(EndpointError, match="nothing answered .* is the server running"):
+        OpenAICompatModel("x", f"http://127.0.0.1:{port}/v1").generate(["hi"])
+    assert len(sleeps) == 1

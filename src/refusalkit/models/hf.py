@@ -215,10 +215,14 @@ def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False
         raise ModelSpecError(f"{local} is not a transformers model folder (no config.json)")
     src = str(local) if local.exists() else path_or_id
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if not local.exists():
+        kw["local_files_only"] = _hub_cache_only(path_or_id)
     if dtype is not None:
         kw["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     try:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            src, trust_remote_code=trust_remote_code, local_files_only=kw.get("local_files_only", False)
+        )
         model = AutoModelForCausalLM.from_pretrained(src, **kw)
     except OSError as e:
         raise ModelSpecError(
@@ -227,3 +231,29 @@ def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False
             "bundled model or --model /path/to/folder"
         ) from None
     return model, tok
+
+
+def _hub_cache_only(repo_id: str, timeout: float = 3.0) -> bool:
+    """Return True when a hub id must load from the local cache alone: it is cached already, the hub is switched
+    off (``HF_HUB_OFFLINE``, read now rather than at import), or the hub host does not answer within ``timeout``
+    seconds. Without this, an uncached id on a machine without network spent ~55 s in huggingface_hub's retries
+    before failing."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import try_to_load_from_cache
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return True
+    except ValueError:  # not a valid repo id: let from_pretrained say so
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return True
+    return False

@@ -2,7 +2,8 @@
 
 Works with vLLM, llama.cpp server, Ollama, refusalkit's own server and hosted APIs. Requests run with
 bounded concurrency, a timeout, and retries with exponential backoff on 429 and 5xx answers (honouring
-``Retry-After``). ``logprobs``/``top_logprobs`` and ``logit_bias`` are passed through.
+``Retry-After``) and on network errors. A refused connection before the endpoint has ever answered is retried
+once only: nothing listens there, and five backoffs would keep the user waiting ~16 s for the same error. ``logprobs``/``top_logprobs`` and ``logit_bias`` are passed through.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class OpenAICompatModel:
         self.backoff = backoff
         self.logprobs = logprobs
         self.logit_bias = logit_bias
+        self._answered = False  # has the endpoint ever answered? (see post)
         self.name = name or f"openai:{model}@{redact(self.base_url)}"
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -134,7 +136,10 @@ class OpenAICompatModel:
             except (httpx.TimeoutException, httpx.TransportError) as e:
                 last = redact(f"{type(e).__name__}: {e}")
                 status, retry_after = None, None
+                if isinstance(e, httpx.ConnectError) and not self._answered and attempt >= 1:
+                    raise EndpointError(f"nothing answered at {redact(url)} ({last}); is the server running?") from None
             else:
+                self._answered = True
                 if r.status_code < 400:
                     return r.json()
                 status = r.status_code
