@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from refusalkit.errors import ModelSpecError, RefusalkitError
 from refusalkit.models.openai_compat import EndpointError, OpenAICompatModel, api_key_from_env
-from refusalkit.models.spec import ModelSpec, load_model, parse_model_spec, redact
+from refusalkit.models.spec import ModelSpec, load_model, redact
 from refusalkit.models.t2i import OpenAIImageModel
 
 SECRET = "s3cr3t-Pa55"
@@ -35,11 +35,8 @@ def test_parse_forms(tmp_path):
     assert ModelSpec.parse(ep) is ep
     assert not ModelSpec.parse("subject").is_endpoint
     assert ModelSpec.parse("subject").bundled.model_id == "Qwen2.5-Coder-1.5B-Instruct"
-    # the older (kind, params) view
-    assert parse_model_spec("default") == ("default", {})
-    assert parse_model_spec(str(tmp_path)) == ("local", {"path": str(tmp_path)})
-    assert parse_model_spec("openai:llama3@http://127.0.0.1:8000/v1") == (
-        "openai", {"model": "llama3", "base_url": "http://127.0.0.1:8000/v1"})
+    local = ModelSpec.parse(str(tmp_path))
+    assert (local.kind, local.path) == ("local", str(tmp_path))
 
 
 @pytest.mark.parametrize("spec", ["", "nonsense", "./missing-folder", "openai:@http://x", "openai:m@ftp://x",

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-from typer._click import Context as ClickContext  # typer vendors click; TyperGroup is typed against its Context
 from typer.core import TyperGroup
 
 from refusalkit.cli import validate
@@ -20,7 +20,7 @@ _DETECTOR_HELP = detector_help()
 class _DefaultRun(TyperGroup):
     """Routes ``detect INPUT ...`` to the ``run`` subcommand so both ``detect FILE`` and ``detect train`` work."""
 
-    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: the click Context typer vendors is private
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)

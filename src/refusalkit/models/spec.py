@@ -137,17 +137,6 @@ class ModelSpec:
 
         return BUNDLED[self.kind]
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """Return the spec's parts as a dict (the older ``(kind, params)`` view)."""
-        if self.kind == "local":
-            return {"path": self.path}
-        if self.kind == "hub":
-            return {"id": self.hub_id}
-        if self.is_endpoint:
-            return {"model": self.model, "base_url": self.base_url}
-        return {}
-
     def weights_source(self) -> str:
         """Return the folder or hub id that transformers loads for a local spec; a bundled model is
         converted (and, for ``subject``, its pinned SHA-256 checked) on first use.
@@ -162,13 +151,6 @@ class ModelSpec:
 
             return str(model_dir(bm))
         return self.path or self.hub_id or self.text
-
-
-def parse_model_spec(spec: str | ModelSpec) -> tuple[str, dict[str, Any]]:
-    """Return ``(kind, params)`` of ``spec``: the older view of :meth:`ModelSpec.parse`, kept for callers
-    not yet moved to ModelSpec. Raises ModelSpecError for a bad spec."""
-    ms = ModelSpec.parse(spec)
-    return ms.kind, ms.params
 
 
 def load_model(spec: str | ModelSpec, **kw: Any) -> LanguageModel:
