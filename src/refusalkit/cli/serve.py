@@ -108,6 +108,25 @@ def register(app: typer.Typer) -> None:
         batch_wait_ms: float = typer.Option(
             5.0, min=0.0, max=1000.0, help="How long a request waits for others to share its batch."
         ),
+        adapter: str | None = typer.Option(
+            None,
+            "--adapter",
+            help="Refusal-token adapter folder, or 'bundled' (the model's shipped adapter): every answer "
+            "then starts with a control token chosen by a policy, per request via the 'refusal' body field.",
+        ),
+        profile: str | None = typer.Option(
+            None,
+            "--profile",
+            help="Default refusal profile for requests without a 'refusal' field: a shipped name "
+            "(argmax, balanced, strict, lenient for the bundled adapter) or one from --profile-file "
+            "(default: argmax, the model's own choice). Needs --adapter.",
+        ),
+        profile_file: list[Path] = typer.Option(
+            [],
+            "--profile-file",
+            help="A calibration profile (JSON, from `tokens calibrate`) requests may name; repeatable. "
+            "Named by its 'name' field.",
+        ),
     ) -> None:
         """Serve a local model at /v1/chat/completions (OpenAI-compatible), with /health and /metrics."""
         from refusalkit.models.spec import ModelSpec
@@ -115,6 +134,8 @@ def register(app: typer.Typer) -> None:
 
         if ModelSpec.parse(model).is_endpoint:
             raise RefusalkitError("serve needs a local model, not an endpoint")
+        if adapter is None and (profile is not None or profile_file):
+            raise RefusalkitError("--profile and --profile-file need --adapter (a refusal-token adapter)")
         if max_tokens > max_tokens_limit:
             raise RefusalkitError(f"--max-tokens {max_tokens} is above --max-tokens-limit {max_tokens_limit}")
         limits = ServerLimits(
@@ -136,7 +157,14 @@ def register(app: typer.Typer) -> None:
             from refusalkit.models.spec import load_model
             from refusalkit.serve.app import create_app
 
-            lm = load_model(model)
+            refusal = None
+            if adapter is not None:
+                from refusalkit.serve.refusal import RefusalControl
+
+                refusal = RefusalControl.load(model, adapter, profile=profile, profile_files=profile_file)
+                lm = refusal.hf
+            else:
+                lm = load_model(model)
             assert isinstance(lm, HFModel)  # endpoints were refused above
             fastapi_app = create_app(
                 lm,
@@ -146,7 +174,15 @@ def register(app: typer.Typer) -> None:
                 max_batch=max_batch,
                 batch_wait_s=batch_wait_ms / 1000,
                 max_batch_tokens=max_batch_tokens,
+                refusal=refusal,
             )
+            if refusal is not None:
+                err_console.print(
+                    f"refusal control: adapter {adapter}, default profile {refusal.default_name}, "
+                    f"profiles {', '.join(sorted(refusal.policies))}",
+                    highlight=False,
+                    markup=False,
+                )
             err_console.print(
                 f"serving {model} on http://{host}:{sock.getsockname()[1]}/v1 "
                 f"({'API key required' if key else 'no API key'})",

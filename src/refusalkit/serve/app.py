@@ -37,6 +37,7 @@ from refusalkit.serve.errors import APIError, error_body, error_bytes
 from refusalkit.serve.guard import GuardMiddleware
 from refusalkit.serve.limits import ServerLimits
 from refusalkit.serve.metrics import Metrics, MetricsMiddleware
+from refusalkit.serve.refusal import RefusalControl, RequestPolicy
 from refusalkit.serve.schema import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,34 @@ def _check_limits(req: ChatRequest, limits: ServerLimits) -> None:
         raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
 
 
+def _request_policy(req: ChatRequest, refusal: RefusalControl | None) -> RequestPolicy | None:
+    """Return the request's refusal policy (its ``refusal`` field, else the server default), None on a
+    server without a refusal-token adapter; 400 for what cannot be combined with a policy."""
+    if refusal is None:
+        if req.refusal is not None:
+            raise APIError(
+                400,
+                "this server has no refusal-token adapter: start it with `refusalkit serve --adapter ...` "
+                "to use the 'refusal' field",
+                param="refusal",
+                code="unsupported_parameter",
+            )
+        return None
+    policy = refusal.resolve(req.refusal)
+    # the policy decides the first token from the model's probabilities: a bias would change what it
+    # decides on, and the log-probabilities of forced tokens say nothing about the model
+    if req.logit_bias:
+        raise APIError(400, "logit_bias cannot be combined with refusal-token control", param="logit_bias")
+    if req.logprobs:
+        raise APIError(
+            400,
+            "logprobs are not available under refusal-token control (the first token is forced); the "
+            "response's 'refusal' object has the control-token probabilities",
+            param="logprobs",
+        )
+    return policy
+
+
 def _choose_max_tokens(
     req: ChatRequest, prompt_tokens: int, ctx: int | None, limits: ServerLimits, default: int
 ) -> int:
@@ -166,12 +195,16 @@ def create_app(
     max_batch: int = 16,
     batch_wait_s: float = 0.005,
     max_batch_tokens: int = 8192,
+    refusal: RefusalControl | None = None,
 ) -> FastAPI:
     """Return a FastAPI app serving ``model``; with ``api_key`` every path but ``/health`` needs
     ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``); concurrent
     compatible requests are generated in batches of up to ``max_batch`` sequences (1: one at a time) and
-    ``max_batch_tokens`` padded tokens."""
+    ``max_batch_tokens`` padded tokens. With ``refusal`` (whose ``hf`` must be ``model``) every request is
+    generated under a refusal-token policy: its ``refusal`` field's, or the server default."""
     limits = limits or ServerLimits()
+    if refusal is not None and refusal.hf is not model:
+        raise ValueError("refusal.hf must be the served model")
     engine: SerialEngine
     if max_batch > 1:
         engine = BatchingEngine(
@@ -192,6 +225,7 @@ def create_app(
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so 401/413 are counted
     app.state.engine = engine
+    engine.refusal = refusal
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> Response:
@@ -229,12 +263,16 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model.name, "object": "model", "owned_by": "refusalkit"}]}
+        entry: dict[str, Any] = {"id": model.name, "object": "model", "owned_by": "refusalkit"}
+        if refusal is not None:
+            entry["refusal"] = refusal.summary()
+        return {"object": "list", "data": [entry]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         req = parse_chat_request(await request.body())
         _check_limits(req, limits)
+        policy = _request_policy(req, refusal)
         processor = _logit_bias(req, vocab)
         msgs = [m.as_dict() for m in req.messages]
         # Tokenizing up to max_body_bytes of text takes a while: keep it off the event loop.
@@ -250,13 +288,15 @@ def create_app(
             logits_processor=processor,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             prompt_tokens=prompt_tokens,
+            policy=policy,
         )
         ticket = engine.admit()
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            gen = _stream_policy if policy is not None else _stream
             return StreamingResponse(
-                _stream(job, rid, created, prompt_tokens, include_usage, ticket),
+                gen(job, rid, created, prompt_tokens, include_usage, ticket),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 background=BackgroundTask(ticket.release),
@@ -275,7 +315,7 @@ def create_app(
             }
             for i, g in enumerate(gens)
         ]
-        return {
+        out = {
             "id": rid,
             "object": "chat.completion",
             "created": created,
@@ -287,6 +327,53 @@ def create_app(
                 "total_tokens": prompt_tokens + completion,
             },
         }
+        if policy is not None and refusal is not None:
+            # one decision per request: every choice answers the same prompt, whose first-position
+            # control-token probabilities (and so the policy's choice) are the same
+            out["refusal"] = refusal.describe(policy, gens[0].meta)
+        return out
+
+    async def _stream_policy(
+        job: Job, rid: str, created: int, prompt_tokens: int, include_usage: bool, ticket: Any
+    ) -> AsyncIterator[bytes]:
+        """Stream a request under a refusal policy: each choice is generated whole (the policy model decides
+        for a batch, it has no token streamer) and sent as one content chunk; the last chunk before
+        ``[DONE]`` carries the ``refusal`` object."""
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return _sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model.name,
+                    "choices": choices,
+                    **extra,
+                }
+            )
+
+        try:
+            gens = await engine.complete(job)
+            for i, g in enumerate(gens):
+                yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                if g.text:
+                    yield chunk([{"index": i, "delta": {"content": g.text}, "finish_reason": None}])
+                yield chunk([{"index": i, "delta": {}, "finish_reason": g.finish_reason}])
+            completion = sum(g.n_tokens for g in gens)
+            extra: dict[str, Any] = {"refusal": refusal.describe(job.policy, gens[0].meta)} if refusal else {}
+            if include_usage:
+                extra["usage"] = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                }
+            yield chunk([], **extra)
+            yield b"data: [DONE]\n\n"
+        except Exception:
+            log.exception("streamed generation failed")
+            yield _sse(error_body("internal server error during generation", type="server_error"))
+        finally:
+            ticket.release()
 
     async def _stream(
         job: Job, rid: str, created: int, prompt_tokens: int, include_usage: bool, ticket: Any

@@ -7,7 +7,9 @@ then takes from the queue the oldest request and every later one with the same s
 long prompt is not padded into a batch of short ones past what memory allows), and generates them as
 one batch in a worker thread. Requests that must not share a batch run alone through ``SerialEngine``: a seeded sample (its
 result must not depend on its neighbours), a per-request ``logit_bias`` processor, or ``logprobs``.
-Streaming requests also run alone, taking the same lock in turn.
+Streaming requests also run alone, taking the same lock in turn. Under refusal-token control
+(``serve.refusal``) a batch holds requests with one and the same policy: ``PolicyModel`` decides for a
+whole batch with one policy, so requests with different thresholds or profiles wait for their own batch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
     if c.do_sample and c.seed is not None:
         return None
     sampling = (c.temperature, c.top_p) if c.do_sample else (0.0, 1.0)
-    return (c.max_new_tokens, *sampling, c.stop, c.system_prompt)
+    # one refusal policy per batch (the policy processor decides for the whole batch); requests whose
+    # policies are equal share a batch whatever the profile's name
+    policy = job.policy.key if job.policy is not None else None
+    return (c.max_new_tokens, *sampling, c.stop, c.system_prompt, policy)
 
 
 class BatchingEngine(SerialEngine):
@@ -102,14 +107,20 @@ class BatchingEngine(SerialEngine):
                 self.lock.release()
                 continue
             prompts: list[PromptLike] = [job.messages for job, _ in batch for _ in range(job.n)]
-            cfg = batch[0][0].config
+            first = batch[0][0]
+            cfg = first.config
             self.batches += 1
             self.batched_sequences += len(prompts)
             self.on_batch(len(prompts))
             try:
-                gens = await self._run_locked(
-                    lambda: self.model.generate(prompts, cfg, batch_size=len(prompts))  # noqa: B023
-                )
+                if first.policy is not None:
+                    gens = await self._run_locked(
+                        lambda: self.generate_under_policy(prompts, first, len(prompts))  # noqa: B023
+                    )
+                else:
+                    gens = await self._run_locked(
+                        lambda: self.model.generate(prompts, cfg, batch_size=len(prompts))  # noqa: B023
+                    )
             except Exception as e:  # the batch's callers get the error; the drain goes on
                 for _, fut in batch:
                     if not fut.done():

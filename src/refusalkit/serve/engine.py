@@ -38,6 +38,7 @@ class Job:
     logprobs: int | None = None
     prompt_tokens: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    policy: Any = None  # a serve.refusal.RequestPolicy: generate under refusal-token control
 
     @property
     def sequence_tokens(self) -> int:
@@ -95,6 +96,7 @@ class SerialEngine:
         self.max_batch_tokens = max_batch_tokens
         self.on_batch: Callable[[int], None] = lambda sequences: None  # metrics hook: one generate call
         self.active = 0  # admitted requests, waiting or running
+        self.refusal: Any = None  # a serve.refusal.RefusalControl when the server has a refusal-token adapter
         self.running = False
         self._lock: asyncio.Lock | None = None
 
@@ -147,6 +149,8 @@ class SerialEngine:
         """Return ``job.n`` generations for the job's messages (batched, within ``max_batch_tokens``)."""
         batch_size = max(1, min(job.n, self.max_batch_tokens // max(1, job.sequence_tokens)))
         self.on_batch(job.n)
+        if job.policy is not None:
+            return await self._run(lambda: self.generate_under_policy([job.messages] * job.n, job, batch_size))
         return await self._run(
             lambda: self.model.generate(
                 [job.messages] * job.n,
@@ -156,6 +160,10 @@ class SerialEngine:
                 batch_size=batch_size,
             )
         )
+
+    def generate_under_policy(self, prompts: list[Any], job: Job, batch_size: int) -> list[Generation]:
+        """Return one Generation per prompt under ``job.policy`` (in the worker thread, lock held)."""
+        return self.refusal.generate(prompts, job.config, job.policy.policy, batch_size)
 
     async def stream(self, job: Job, *, seed: int | None = None) -> AsyncIterator[str | Generation]:
         """Yield text pieces as tokens are generated, then the final ``Generation`` (one choice).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from refusalkit.serve.errors import APIError
 
@@ -76,6 +76,24 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class RefusalRequest(BaseModel):
+    """The ``refusal`` body field (refusalkit's extension; OpenAI clients send it through ``extra_body``):
+    a named profile of the server, or thresholds per category (full name, short name, or ``*``), not both.
+    Whether the names exist is checked against the server's adapter (``serve.refusal``)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    profile: str | None = Field(default=None, min_length=1, max_length=200)
+    thresholds: dict[str, Annotated[Finite, Field(ge=0.0, le=1.0)]] | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RefusalRequest:
+        if (self.profile is None) == (self.thresholds is None):
+            raise ValueError("give exactly one of 'profile' or 'thresholds'")
+        if self.thresholds is not None and not self.thresholds:
+            raise ValueError("'thresholds' is empty")
+        return self
+
+
 class ChatRequest(BaseModel):
     """A chat completion request as OpenAI's API defines it (the subset this server implements)."""
 
@@ -94,6 +112,7 @@ class ChatRequest(BaseModel):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     logit_bias: dict[str, Annotated[Finite, Field(ge=-100.0, le=100.0)]] | None = None
+    refusal: RefusalRequest | None = None
 
     @field_validator("stop")
     @classmethod

@@ -32,7 +32,9 @@ class PolicyModel:
         self.answer_model = answer_model
         self.policy = policy
         self.token_ids = token_ids
-        self.processor = RefusalTokenProcessor(policy, token_ids, emit_respond=emit_respond)
+        # with an answer model, the adapter's text after [respond] would be thrown away: end those rows at once
+        end_id = hf.tokenizer.eos_token_id if answer_model is not None and policy is not None else None
+        self.processor = RefusalTokenProcessor(policy, token_ids, emit_respond=emit_respond, end_id=end_id)
         self.name = name or hf.name
 
     def generate(

@@ -193,14 +193,24 @@ class RefusalTokenProcessor:
     tokens (they belong to the first position). With ``policy=None`` the first token is left to the model.
     With ``emit_respond=False`` a ``[respond]`` decision is carried out without writing the token: the
     model starts its answer itself, control tokens masked (for adapters trained with the loss on the
-    control token only, whose ``[respond]`` was never followed by text in training). A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
+    control token only, whose ``[respond]`` was never followed by text in training). With ``end_id`` (the
+    end-of-sequence token) a ``[respond]`` row ends at once instead: another model writes its answer, and a
+    batch whose rows all answer stops after one step rather than generating text that is thrown away. A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
     prefix of the inputs), so one processor can serve many calls. :attr:`records` holds, per row of each
     call, the chosen token, its category and the control-token probabilities.
     """
 
-    def __init__(self, policy: Policy | None, token_ids: dict[str, int], *, emit_respond: bool = True):
+    def __init__(
+        self,
+        policy: Policy | None,
+        token_ids: dict[str, int],
+        *,
+        emit_respond: bool = True,
+        end_id: int | None = None,
+    ):
         self.policy = policy
         self.emit_respond = emit_respond
+        self.end_id = end_id
         self.tokens = policy.scheme.tokens if policy is not None else list(token_ids)
         self.ids = [token_ids[t] for t in self.tokens]
         self.records: list[dict[str, Any]] = []
@@ -237,7 +247,13 @@ class RefusalTokenProcessor:
         rows = torch.arange(scores.shape[0], device=scores.device)
         cols = torch.as_tensor([self.ids[c] for c in choice], device=scores.device)
         forced[rows, cols] = 0.0
-        if not self.emit_respond:
+        if self.end_id is not None:
+            # [respond] rows end here: their answer is written by another model (PolicyModel.answer_model)
+            respond_rows = torch.as_tensor(choice == len(self.ids) - 1, device=scores.device)
+            end = torch.full_like(scores, float("-inf"))
+            end[:, self.end_id] = 0.0
+            forced = torch.where(respond_rows[:, None], end, forced)
+        elif not self.emit_respond:
             # answer without writing [respond]: the model's own first token, control tokens masked
             respond_rows = torch.as_tensor(choice == len(self.ids) - 1, device=scores.device)
             free = scores.clone()
