@@ -176,6 +176,27 @@ def _load(model: str, adapter: str | None, batch_size: int = 16):
     return load_token_model(model, adapter, batch_size=batch_size)
 
 
+def _is_endpoint(model: str) -> bool:
+    from refusalkit.models.spec import ModelSpec
+
+    return ModelSpec.parse(model).is_endpoint
+
+
+def _remote(model: str, adapter: str, concurrency: int):
+    """Return ``(client, scheme, token_ids)`` for scoring over an OpenAI-compatible endpoint: the adapter's
+    scheme from its ``refusal_tokens.json`` (its weights stay unread: the endpoint serves the merged model)."""
+    from refusalkit.models.openai_compat import OpenAICompatModel
+    from refusalkit.models.spec import load_model
+    from refusalkit.tokens.model import read_adapter_info, resolve_adapter
+    from refusalkit.tokens.scheme import TokenScheme
+
+    info = read_adapter_info(resolve_adapter(adapter))
+    scheme = TokenScheme.from_dict(info["scheme"])
+    client = load_model(model, concurrency=concurrency)
+    assert isinstance(client, OpenAICompatModel)
+    return client, scheme, dict(info.get("token_ids") or {})
+
+
 def _examples(input: str, limit: int | None):
     from refusalkit.data.registry import resolve_prompts
 
@@ -192,8 +213,11 @@ def score_cmd(
     temperature: float = typer.Option(1.0, help="Softmax temperature of the scores."),
     batch_size: int = typer.Option(16),
     limit: int | None = typer.Option(None),
+    concurrency: int = typer.Option(8, help="Requests in flight at once for --model openai:MODEL@URL."),
 ) -> None:
-    """Write each prompt's control-token probabilities at the first response position (one forward pass)."""
+    """Write each prompt's control-token probabilities at the first response position (one forward pass).
+    With ``--model openai:MODEL@URL`` (an endpoint serving the merged model, see ``tokens merge``) they are
+    read from the first token's top_logprobs."""
     import time
 
     from refusalkit.data.io import write_jsonl_atomic
@@ -202,20 +226,38 @@ def score_cmd(
     # a softmax temperature: 0 would divide the logits by zero (NaN probabilities)
     validate.above("--temperature", temperature, 0)
     validate.generation(batch_size=batch_size, limit=limit)
+    validate.positive("--concurrency", concurrency)
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     exs = _examples(input, limit)
     from refusalkit.models.context import check_examples
 
     check_examples(model, exs)
-    hf, scheme, ids, info = _load(model, adapter, batch_size)
-    t0 = time.perf_counter()
-    q = score_prompts(hf, [e.prompt for e in exs], ids, scheme, temperature=temperature, batch_size=batch_size)
-    secs = time.perf_counter() - t0
+    extra: list[dict] = [{} for _ in exs]
+    if _is_endpoint(model):
+        # the scale path: the first token's top_logprobs from the endpoint (serving the merged model)
+        from refusalkit.errors import RefusalkitError
+        from refusalkit.tokens.remote import score_remote
+
+        if temperature != 1.0:  # log-probabilities of the top tokens cannot be re-tempered
+            raise RefusalkitError("--temperature: an endpoint (--model openai:...) can be scored at 1.0 only")
+        client, scheme, _ = _remote(model, adapter, concurrency)
+        t0 = time.perf_counter()
+        scores = score_remote(client, [e.prompt for e in exs], scheme, concurrency=concurrency)
+        secs = time.perf_counter() - t0
+        import numpy as np
+
+        q = np.stack([sc.q for sc in scores]) if scores else np.zeros((0, len(scheme.tokens)))
+        extra = [{"not_in_top_logprobs": sc.missing, "bound": sc.bound} if sc.missing else {} for sc in scores]
+    else:
+        hf, scheme, ids, info = _load(model, adapter, batch_size)
+        t0 = time.perf_counter()
+        q = score_prompts(hf, [e.prompt for e in exs], ids, scheme, temperature=temperature, batch_size=batch_size)
+        secs = time.perf_counter() - t0
     rows = []
-    for e, row in zip(exs, q):
+    for e, row, more in zip(exs, q, extra):
         probs = {t: float(v) for t, v in zip(scheme.tokens, row)}
         top = max(probs, key=probs.__getitem__)
-        rows.append({**e.to_dict(), "probs": probs, "p_refuse": float(sum(row[:-1])), "top_token": top})
+        rows.append({**e.to_dict(), "probs": probs, "p_refuse": float(sum(row[:-1])), "top_token": top, **more})
     n = write_jsonl_atomic(output, rows)
     console.print(f"scored {n} prompts in {secs:.1f}s ({n / max(secs, 1e-9):.1f}/s); wrote {output}")
 
@@ -376,27 +418,34 @@ def generate_cmd(
         }
     )
 
-    def policy_model() -> PolicyModel:
-        """Load the model with the adapter and wrap it in the policy (only when something is pending)."""
-        hf, scheme, ids, info = _load(model, adapter, batch_size)
+    def make_policy(scheme, ids: dict[str, int]) -> Policy | None:
+        """Return the policy the options ask for over ``scheme`` (None for --rule free)."""
         if prof is not None:
             if prof.get("token_ids") and prof["token_ids"] != ids:
                 raise RefusalkitError(
                     f"profile {prof['__path__']} was calibrated for token ids {prof['token_ids']}, this model has {ids}"
                 )
-            policy = policy_from_profile(prof)
-        elif rule == "free":
-            policy = None
-        elif rule == "threshold":
+            return policy_from_profile(prof)
+        if rule == "free":
+            return None
+        if rule == "threshold":
             from refusalkit.tokens.calibrate import parse_targets
 
-            policy = Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
-        elif rule == "set":
-            policy = Policy(
+            return Policy(scheme, thresholds=parse_targets(thresholds or "", scheme), temperature=temperature)
+        if rule == "set":
+            return Policy(
                 scheme, rule="set", controlled=_split_list(controlled), threshold=set_threshold, temperature=temperature
             )
-        else:
-            policy = Policy(scheme, rule="argmax", temperature=temperature)
+        return Policy(scheme, rule="argmax", temperature=temperature)
+
+    if _is_endpoint(model):
+        _generate_remote(exs, output, model, adapter, make_policy, max_new_tokens)
+        return
+
+    def policy_model() -> PolicyModel:
+        """Load the model with the adapter and wrap it in the policy (only when something is pending)."""
+        hf, scheme, ids, info = _load(model, adapter, batch_size)
+        policy = make_policy(scheme, ids)
         return PolicyModel(
             hf,
             policy,
@@ -432,6 +481,58 @@ def generate_cmd(
     console.print(
         f"wrote {n} responses to {output} ({refused} with a refusal token; run: {rdir}; "
         f"{time.perf_counter() - t0:.1f}s)"
+    )
+
+
+def _generate_remote(exs, output: Path, model: str, adapter: str, make_policy, max_new_tokens: int) -> None:
+    """``tokens generate --model openai:MODEL@URL``: per prompt, one greedy ``max_tokens=1`` request with the
+    first token's top_logprobs, from which the policy decides client-side; then the text, one request with
+    every control token banned (``logit_bias`` -100). A plain OpenAI-compatible server cannot be made to
+    continue after a control token the client chose, and the merged model's refit control rows would
+    otherwise fill the answer with (invisible) control tokens: the text is the endpoint's own answer, not
+    one that follows the decision (``endpoint_first_token`` is the token the endpoint itself would emit)."""
+    import time
+
+    from refusalkit.data.io import write_jsonl_atomic
+    from refusalkit.errors import RefusalkitError
+    from refusalkit.models.base import GenerationConfig
+    from refusalkit.tokens.remote import decide_remote, score_remote
+
+    client, scheme, ids = _remote(model, adapter, 8)
+    policy = make_policy(scheme, ids)
+    if policy is None:
+        raise RefusalkitError("--rule free decides nothing; over an endpoint use argmax, threshold, set or --profile")
+    if not ids:
+        raise RefusalkitError(f"adapter {adapter}: refusal_tokens.json has no token_ids (needed to ban them)")
+    decide_remote(policy, [])  # a tempered policy is refused before any request
+    t0 = time.perf_counter()
+    prompts = [e.prompt for e in exs]
+    scores = score_remote(client, prompts, scheme)
+    choice, certain = decide_remote(policy, scores)
+    client.logit_bias = {int(i): -100.0 for i in ids.values()}
+    gens = client.generate(prompts, GenerationConfig(max_new_tokens=max_new_tokens))
+    rows = []
+    for e, sc, c, ok, g in zip(exs, scores, choice, certain, gens):
+        tok = scheme.tokens[int(c)]
+        rows.append(
+            {
+                **e.to_dict(),
+                "response": g.text,
+                "n_tokens": g.n_tokens,
+                "finish_reason": g.finish_reason,
+                "control_token": tok,
+                "control_category": scheme.token_category(tok),
+                "refused": tok != scheme.tokens[-1],
+                "probs": {t: float(v) for t, v in zip(scheme.tokens, sc.q)},
+                "decision_certain": bool(ok),
+                "endpoint_first_token": sc.first_token,
+            }
+        )
+    n = write_jsonl_atomic(output, rows)
+    refused = sum(1 for r in rows if r["refused"])
+    console.print(
+        f"wrote {n} responses to {output} ({refused} with a refusal token, decided client-side from "
+        f"top_logprobs; {time.perf_counter() - t0:.1f}s)"
     )
 
 
