@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from refusalkit.data.registry import data_root
+# Under pytest-xdist (the README runs two workers on two cores) each worker and the CLIs it starts use one
+# torch thread: two workers with two threads each would fight over the cores. Set before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from refusalkit.data.registry import data_root  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = data_root()  # $REFUSALKIT_DATA or ../shared/data: the benchmark copies
@@ -63,8 +69,8 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path |
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``refusalkit ARGS`` as a subprocess (the way users do) and return the completed process."""
     e = dict(os.environ)
+    e["COLUMNS"] = "200"  # wide, so messages the tests look for are not wrapped (xdist workers inherit 80)
     e.update(env or {})
-    e.setdefault("COLUMNS", "200")
     exe = shutil.which("refusalkit", path=str(Path(sys.executable).parent)) or "refusalkit"
     return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=timeout,
                           cwd=cwd, input=input)
