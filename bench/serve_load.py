@@ -8,6 +8,9 @@ are bounded in time; the run stops by itself. Reports, per scenario: requests, e
 latency, requests/s and completion tokens/s, plus each scenario's throughput relative to 1 client.
 ``--modes batched,serial`` measures two servers one after the other, in the same run: the default server
 (dynamic batching) and one with ``--max-batch 1`` (one request at a time), so the two are side by side.
+``--modes batched,policy,policy-mixed`` gives the policy overhead: the same model with refusal-token control
+(``--adapter bundled --profile balanced``), every request under the server default, then requests
+alternating two profiles in their ``refusal`` field.
 
     python bench/serve_load.py --model default --clients 1,16,64 --requests 2 --max-tokens 8 --modes batched,serial
 
@@ -52,7 +55,16 @@ PROMPTS = [
 ]
 
 
-MODES = {"batched": [], "serial": ["--max-batch", "1"]}
+MODES = {
+    "batched": [],
+    "serial": ["--max-batch", "1"],
+    # refusal-token control (issue 18): the bundled adapter, every request under the server default profile
+    "policy": ["--adapter", "bundled", "--profile", "balanced"],
+    # the same server, each request naming its own profile (two alternating: they never share a batch)
+    "policy-mixed": ["--adapter", "bundled", "--profile", "balanced"],
+}
+# the 'refusal' body field sent per request in a mode, cycled by request number (none: the server default)
+REFUSAL_FIELDS = {"policy-mixed": [{"profile": "balanced"}, {"profile": "strict"}]}
 
 
 def loopback_only(url: str) -> str:
@@ -98,9 +110,17 @@ def start_server(model: str, key: str, timeout: float, extra: list[str], log) ->
 
 
 async def scenario(
-    url: str, key: str, clients: int, per_client: int, max_tokens: int, request_timeout: float, deadline: float
+    url: str,
+    key: str,
+    clients: int,
+    per_client: int,
+    max_tokens: int,
+    request_timeout: float,
+    deadline: float,
+    refusal: list[dict] | None = None,
 ) -> dict:
-    """Run ``clients`` concurrent clients, ``per_client`` sequential requests each; return the figures."""
+    """Run ``clients`` concurrent clients, ``per_client`` sequential requests each; return the figures.
+    ``refusal``: the 'refusal' body fields to cycle through, one per request."""
     import httpx
 
     latencies: list[float] = []
@@ -122,6 +142,8 @@ async def scenario(
                     "max_tokens": max_tokens,
                     "temperature": 0,
                 }
+                if refusal:
+                    body["refusal"] = refusal[(c * per_client + r) % len(refusal)]
                 t0 = time.perf_counter()
                 try:
                     resp = await http.post(url + "/chat/completions", json=body)
@@ -160,7 +182,9 @@ def main() -> None:
     ap.add_argument(
         "--modes",
         default="batched,serial",
-        help="Servers to start, one after another: batched (the default server), serial (--max-batch 1).",
+        help="Servers to start, one after another: batched (the default server), serial (--max-batch 1), "
+        "policy (--adapter bundled --profile balanced: refusal-token control on every request), policy-mixed "
+        "(the same server, requests alternating 'refusal' profiles balanced and strict).",
     )
     ap.add_argument("--url", default=None, help="Measure this running server (loopback only) instead.")
     ap.add_argument("--clients", default="1,16,64", help="Comma-separated client counts, one scenario each.")
@@ -199,7 +223,18 @@ def main() -> None:
             warm.raise_for_status()
             for c in counts:
                 per_client = max(args.requests, -(-args.min_total // c))
-                res = asyncio.run(scenario(url, key, c, per_client, args.max_tokens, args.request_timeout, deadline))
+                res = asyncio.run(
+                    scenario(
+                        url,
+                        key,
+                        c,
+                        per_client,
+                        args.max_tokens,
+                        args.request_timeout,
+                        deadline,
+                        REFUSAL_FIELDS.get(mode),
+                    )
+                )
                 res["mode"] = mode if not args.url else "running server"
                 results.append(res)
                 print(json.dumps(res), file=sys.stderr, flush=True)

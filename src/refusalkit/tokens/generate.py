@@ -52,36 +52,65 @@ class PolicyModel:
         out: dict[int, Generation] = {}  # prompt index -> generation; `order` is a permutation, so all get one
         for s in range(0, len(order), bs):
             idx = order[s : s + bs]
+            if self.answer_model is not None:
+                self._generate_split(prompts, idx, cfg, out)
+                continue
             self.processor.reset()
             gens = self.hf.generate(
                 [prompts[i] for i in idx], cfg, logits_processor=self.processor, batch_size=len(idx)
             )
-            recs = self.processor.records
-            if len(recs) != len(idx):
-                raise RuntimeError(f"the policy saw {len(recs)} rows for a batch of {len(idx)}")
-            for i, g, r in zip(idx, gens, recs):
-                g.meta.update(
-                    {
-                        "control_token": r["token"],
-                        "control_category": r["category"],
-                        "refused": r["refused"],
-                        "probs": r["probs"],
-                    }
-                )
+            for i, g, r in zip(idx, gens, self._records(len(idx))):
+                g.meta.update(_decision(r))
                 out[i] = g
-            answer = [i for i, r in zip(idx, recs) if not r["refused"]]
-            if self.answer_model is not None and answer:
-                # the [respond] decision is carried out by the answer model (the base model): an adapter
-                # trained with the loss on the control token only never learned text after [respond]
-                for i, g in zip(
-                    answer, self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
-                ):
-                    g.meta.update(
-                        {k: out[i].meta[k] for k in ("control_token", "control_category", "refused", "probs")},
-                        answered_by="base",
-                    )
-                    out[i] = g
         return [out[i] for i in range(len(prompts))]
+
+    def _records(self, n: int) -> list[dict[str, Any]]:
+        recs = self.processor.records
+        if len(recs) != n:
+            raise RuntimeError(f"the policy saw {len(recs)} rows for a batch of {n}")
+        return recs
+
+    def _generate_split(
+        self, prompts: list[PromptLike], idx: list[int], cfg: GenerationConfig, out: dict[int, Generation]
+    ) -> None:
+        """Generate the rows ``idx`` (sorted as HFModel sorts) when an answer model writes the answers: the
+        adapter decides every row in one step (the prompt's forward pass), writes the refusals of the refused
+        rows only, and the answer model answers the rest; results go into ``out``. Generating the whole batch
+        with the adapter would spend a full generation on rows whose text is thrown away."""
+        self.processor.reset()
+        one = cfg.with_(max_new_tokens=1)
+        self.hf.generate([prompts[i] for i in idx], one, logits_processor=self.processor, batch_size=len(idx))
+        recs = dict(zip(idx, self._records(len(idx))))
+        refused = [i for i in idx if recs[i]["refused"]]  # a subset keeps the order: HFModel's stays the identity
+        if refused:
+            self.processor.reset()
+            gens = self.hf.generate(
+                [prompts[i] for i in refused], cfg, logits_processor=self.processor, batch_size=len(refused)
+            )
+            # the decision carried out is this pass's (a smaller batch pads differently; a row whose
+            # decision turns to [respond] here ends at once and is answered below)
+            for i, g, r in zip(refused, gens, self._records(len(refused))):
+                recs[i] = r
+                g.meta.update(_decision(r))
+                out[i] = g
+        answer = [i for i in idx if not recs[i]["refused"]]
+        if answer:
+            # the [respond] decision is carried out by the answer model (the base model): an adapter
+            # trained with the loss on the control token only never learned text after [respond]
+            for i, g in zip(
+                answer, self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
+            ):
+                g.meta.update(_decision(recs[i]), answered_by="base")
+                out[i] = g
+
+
+def _decision(rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "control_token": rec["token"],
+        "control_category": rec["category"],
+        "refused": rec["refused"],
+        "probs": rec["probs"],
+    }
 
 
 def emits_respond(info: dict[str, Any]) -> bool:
