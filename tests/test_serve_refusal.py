@@ -149,6 +149,20 @@ def test_concurrent_requests_with_different_policies(client):
     assert [out[i]["refused"] for i in range(8)] == [bool(i % 2) for i in range(8)]
 
 
+def test_metrics_count_decisions_by_token(client, server):
+    """/metrics counts each request's control token: one more [respond] after a threshold-1 request."""
+    import re
+
+    def count(token):
+        text = httpx.get(server.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        m = re.search(r'refusalkit_refusal_decisions_total\{token="' + re.escape(token) + r'"\} (\d+)', text)
+        return int(m.group(1)) if m else 0
+
+    before = count("[respond]")
+    ask(client, PROMPTS[0], {"thresholds": {"*": 1.0}})
+    assert count("[respond]") == before + 1
+
+
 def test_stream_and_models_list(client):
     chunks = list(ask(client, PROMPTS[0], {"thresholds": {"*": 0.0}}, stream=True))
     assert chunks[-1].refusal["refused"] and chunks[-1].choices == []

@@ -330,7 +330,9 @@ def create_app(
         if policy is not None and refusal is not None:
             # one decision per request: every choice answers the same prompt, whose first-position
             # control-token probabilities (and so the policy's choice) are the same
-            out["refusal"] = refusal.describe(policy, gens[0].meta)
+            decision = refusal.describe(policy, gens[0].meta)
+            out["refusal"] = decision
+            metrics.observe_decision(str(decision["control_token"]))
         return out
 
     async def _stream_policy(
@@ -361,6 +363,8 @@ def create_app(
                 yield chunk([{"index": i, "delta": {}, "finish_reason": g.finish_reason}])
             completion = sum(g.n_tokens for g in gens)
             extra: dict[str, Any] = {"refusal": refusal.describe(job.policy, gens[0].meta)} if refusal else {}
+            if refusal:
+                metrics.observe_decision(str(extra["refusal"]["control_token"]))
             if include_usage:
                 extra["usage"] = {
                     "prompt_tokens": prompt_tokens,

@@ -1,8 +1,9 @@
 """Prometheus metrics for the server (``GET /metrics``, text exposition format 0.0.4), kept in process.
 
 Counted: requests by path and status (401/413 answers included, since the middleware sits outside the key
-check), request latency, and the number of sequences per ``generate`` call (batch size). Paths are
-limited to the server's own routes so that scanners cannot grow the label set.
+check), request latency, the number of sequences per ``generate`` call (batch size), and under refusal
+control the control token chosen per request (refusals by category). Paths are limited to the server's own
+routes, and control tokens to the adapter's, so that scanners cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.decisions: dict[str, int] = defaultdict(int)  # control token -> requests (refusal control)
+
+    def observe_decision(self, token: str) -> None:
+        """Count one request's refusal-control decision (the control token the policy chose)."""
+        self.decisions[token] += 1
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -76,6 +82,13 @@ class Metrics:
             lines += hist.lines("refusalkit_request_seconds", f'path="{path}"')
         lines += ["# HELP refusalkit_batch_size Sequences per generate call.", "# TYPE refusalkit_batch_size histogram"]
         lines += self.batch_size.lines("refusalkit_batch_size")
+        if self.decisions:
+            lines += [
+                "# HELP refusalkit_refusal_decisions_total Requests by the control token chosen (refusal control).",
+                "# TYPE refusalkit_refusal_decisions_total counter",
+            ]
+            for token, n in sorted(self.decisions.items()):
+                lines.append(f'refusalkit_refusal_decisions_total{{token="{token}"}} {n}')
         for name, (help_text, value) in gauges.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
