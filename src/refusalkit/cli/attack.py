@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from refusalkit.cli import validate
-from refusalkit.cli.common import RunBar, console, err_console, handle_errors
+from refusalkit.cli.common import RunBar, TopP, console, err_console, handle_errors
 from refusalkit.errors import RefusalkitError
 
 
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(
             0.0, help="Target sampling temperature; 0 = greedy (the paper samples the target at 1)."
         ),
-        top_p: float = typer.Option(1.0),
+        top_p: TopP = 1.0,
         system_prompt: str | None = typer.Option(None, help="System message for the target."),
         attacker_max_new_tokens: int = typer.Option(150, help="New tokens per attacker rewrite (paper: 150)."),
         attacker_temperature: float = typer.Option(1.0, help="Attacker sampling temperature (paper: 1)."),
@@ -114,14 +114,15 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(False, help="Start over: remove the stages' run stores (other files stay)."),
     ) -> None:
         """Attack a model with a request transform, up to k attempts per behaviour; rerunning resumes."""
-        validate.generation(
+        cfg = validate.generation_config(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
+            system_prompt=system_prompt,
             batch_size=batch_size,
             limit=limit,
-            seed=seed,
         )
+        validate.generation(seed=seed)
         validate.positive("--k", k)
         validate.positive("--attacker-max-new-tokens", attacker_max_new_tokens)
         validate.at_least("--attacker-temperature", attacker_temperature, 0)
@@ -166,9 +167,6 @@ def register(app: typer.Typer) -> None:
         examples = load_eval_examples([bench], limit=limit, seed=seed, limit_mode=limit_mode, data_dir=data_dir)
         check_examples(specs["--model"], examples, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
         det = resolve_detector(detector)
-        cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, system_prompt=system_prompt
-        )
         acfg = GenerationConfig(max_new_tokens=attacker_max_new_tokens, temperature=attacker_temperature)
         jcfg = GenerationConfig(max_new_tokens=judge_max_new_tokens, temperature=0.0)
         from refusalkit.attacks import run_attack

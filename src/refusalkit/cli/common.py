@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,18 @@ from refusalkit.errors import RefusalkitError
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The generation options that generate, latent ablate/steer/cliff/heads/select and attack share, declared once
+# (each command keeps its own default: ``temperature: Temperature = 0.0``); validate.generation_config checks
+# them and builds the GenerationConfig.
+Temperature = Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy decoding.")]
+TopP = Annotated[
+    float, typer.Option(help="Nucleus sampling: keep the smallest set of tokens with this much probability.")
+]
+Seed = Annotated[int | None, typer.Option(help="Sampling seed (used with --temperature > 0).")]
+SystemPrompt = Annotated[str | None, typer.Option(help="System message for every prompt.")]
+Limit = Annotated[int | None, typer.Option(help="Only the first N prompts.")]
+BatchSize = Annotated[int, typer.Option(help="Prompts per batch (and per committed chunk).")]
 
 
 def fail(message: str, code: int = 2) -> None:

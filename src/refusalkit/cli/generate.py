@@ -7,7 +7,17 @@ from pathlib import Path
 import typer
 
 from refusalkit.cli import validate
-from refusalkit.cli.common import RunBar, console, handle_errors
+from refusalkit.cli.common import (
+    BatchSize,
+    Limit,
+    RunBar,
+    Seed,
+    SystemPrompt,
+    Temperature,
+    TopP,
+    console,
+    handle_errors,
+)
 from refusalkit.data.io import write_jsonl_atomic
 from refusalkit.data.registry import resolve_prompts
 from refusalkit.models.base import GenerationConfig
@@ -50,13 +60,13 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(
             "default", "--model", "-m", help="default | subject | PATH | org/name | openai:MODEL@URL"
         ),
-        limit: int | None = typer.Option(None, help="Only the first N prompts."),
-        batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
+        limit: Limit = None,
+        batch_size: BatchSize = 16,
         max_new_tokens: int = typer.Option(256, help="New tokens per response."),
-        temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-        top_p: float = typer.Option(1.0),
-        seed: int | None = typer.Option(None),
-        system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+        temperature: Temperature = 0.0,
+        top_p: TopP = 1.0,
+        seed: Seed = None,
+        system_prompt: SystemPrompt = None,
         run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
         fresh: bool = typer.Option(
             False,
@@ -65,20 +75,18 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run a model over prompts; every finished batch is saved, and rerunning resumes."""
-        validate.generation(
+        cfg = validate.generation_config(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
+            seed=seed,
+            system_prompt=system_prompt,
             batch_size=batch_size,
             limit=limit,
-            seed=seed,
         )
         validate.output_file("--output", output, inputs=[validate.input_path(input)])
         validate.output_dir("--run-dir", run_dir)
         examples = resolve_prompts(input, limit=limit)
-        cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
-        )
         rdir, _, n_new, secs = run_generation(
             examples, model, cfg, run_dir=run_dir, batch_size=batch_size, fresh=fresh, extra_meta={"input": input}
         )

@@ -4,11 +4,26 @@ prompts with the Latent Guard, and export an abliterated model."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from refusalkit.cli.common import console, err_console, handle_errors
+from refusalkit.cli import validate
+from refusalkit.cli.common import (
+    BatchSize,
+    Limit,
+    Seed,
+    SystemPrompt,
+    Temperature,
+    TopP,
+    console,
+    err_console,
+    handle_errors,
+)
 from refusalkit.errors import RefusalkitError
+
+if TYPE_CHECKING:
+    from refusalkit.models.base import GenerationConfig
 
 _DTYPE = typer.Option(
     "auto",
@@ -159,16 +174,12 @@ def _generate_with(
     direction: str,
     model: str | None,
     op: dict,
+    cfg: GenerationConfig,
     *,
-    limit,
-    batch_size,
-    max_new_tokens,
-    temperature,
-    top_p,
-    seed,
-    system_prompt,
-    run_dir,
-    fresh,
+    limit: int | None,
+    batch_size: int,
+    run_dir: Path | None,
+    fresh: bool,
 ) -> None:
     """Generate like ``refusalkit generate`` (same run store, resuming, output rows) with an intervention."""
     from refusalkit.cli import validate
@@ -178,28 +189,16 @@ def _generate_with(
     from refusalkit.latent.artifact import load_artifact
     from refusalkit.latent.intervene import InterventionModel
     from refusalkit.latent.use import ablation_spec, load_for, steer_spec
-    from refusalkit.models.base import GenerationConfig
     from refusalkit.runs import RunStore, run_resumable
 
-    validate.generation(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        batch_size=batch_size,
-        limit=limit,
-        seed=seed,
-    )
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     validate.output_dir("--run-dir", run_dir)
     art = load_artifact(direction)  # fail fast on a bad artifact, before reading prompts or loading anything
     spec_model = model or art.card["model"]["id"]
     examples = resolve_prompts(input, limit=limit)
-    cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
-    )
     from refusalkit.models.context import check_examples
 
-    check_examples(spec_model, examples, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+    check_examples(spec_model, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     fp = art.card["model"]["fingerprint"]
 
     def loader():
@@ -250,13 +249,13 @@ def ablate_cmd(
     output: Path = _OUTPUT,
     direction: str = _DIRECTION,
     model: str | None = _MODEL,
-    limit: int | None = typer.Option(None, help="Only the first N prompts."),
-    batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
+    limit: Limit = None,
+    batch_size: BatchSize = 16,
     max_new_tokens: int = typer.Option(256, help="New tokens per response."),
-    temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0),
-    seed: int | None = typer.Option(None),
-    system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
+    system_prompt: SystemPrompt = None,
     run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
     fresh: bool = typer.Option(False, help="Start the run over (remove its run store)."),
 ) -> None:
@@ -268,13 +267,17 @@ def ablate_cmd(
         direction,
         model,
         {"op": "ablate"},
+        validate.generation_config(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            system_prompt=system_prompt,
+            batch_size=batch_size,
+            limit=limit,
+        ),
         limit=limit,
         batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        system_prompt=system_prompt,
         run_dir=run_dir,
         fresh=fresh,
     )
@@ -293,13 +296,13 @@ def steer_cmd(
     layer: int | None = typer.Option(None, help="Layer to add at (default: the selected refusal layer)."),
     vector: str = typer.Option("refusal", help="refusal | harmfulness"),
     ablate_first: bool = typer.Option(False, help="Ablate the refusal direction everywhere first (ablate-then-add)."),
-    limit: int | None = typer.Option(None, help="Only the first N prompts."),
-    batch_size: int = typer.Option(16, help="Prompts per batch (and per committed chunk)."),
+    limit: Limit = None,
+    batch_size: BatchSize = 16,
     max_new_tokens: int = typer.Option(256, help="New tokens per response."),
-    temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0),
-    seed: int | None = typer.Option(None),
-    system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
+    system_prompt: SystemPrompt = None,
     run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
     fresh: bool = typer.Option(False, help="Start the run over (remove its run store)."),
 ) -> None:
@@ -317,13 +320,17 @@ def steer_cmd(
         direction,
         model,
         {"op": "steer", "coef": coef, "layer": layer, "vector": vector, "ablate_first": ablate_first},
+        validate.generation_config(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            system_prompt=system_prompt,
+            batch_size=batch_size,
+            limit=limit,
+        ),
         limit=limit,
         batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        system_prompt=system_prompt,
         run_dir=run_dir,
         fresh=fresh,
     )

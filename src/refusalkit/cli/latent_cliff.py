@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from refusalkit.cli.common import console, err_console, handle_errors
+from refusalkit.cli.common import Seed, SystemPrompt, Temperature, TopP, console, err_console, handle_errors
 from refusalkit.errors import RefusalkitError
 
 probe_app = typer.Typer(no_args_is_help=True, help="Refusal probes on the residual stream (refusal-cliff paper).")
@@ -32,19 +32,6 @@ def _fractions(option: str, s: str) -> list[float]:
     if not out or any(not 0 <= f <= 1 for f in out):
         raise RefusalkitError(f"{option}: every fraction must be in [0, 1], got {s!r}")
     return out
-
-
-def _check_gen(max_new_tokens: int, temperature: float, top_p: float, batch_size: int, limit, seed) -> None:
-    from refusalkit.cli import validate
-
-    validate.generation(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        batch_size=batch_size,
-        limit=limit,
-        seed=seed,
-    )
 
 
 def _detector(name: str | None) -> Any:
@@ -142,10 +129,10 @@ def cliff_cmd(
     limit: int | None = typer.Option(None, help="Only the first N prompts."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     max_new_tokens: int = typer.Option(256, help="New tokens per trace (thinking and answer)."),
-    temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0),
-    seed: int | None = typer.Option(None),
-    system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
+    system_prompt: SystemPrompt = None,
     detector: str | None = _DETECTOR,
     dtype: str = _DTYPE,
 ) -> None:
@@ -159,7 +146,14 @@ def cliff_cmd(
     from refusalkit.latent.cliff_report import report_html, summary_plot
     from refusalkit.latent.probe import load_probe, load_probe_for
 
-    _check_gen(max_new_tokens, temperature, top_p, batch_size, limit, seed)
+    validate.generation(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
     validate.positive("--window", window)
     validate.at_least("--answer-tokens", answer_tokens, 0)
     validate.output_dir("--output", output)
@@ -244,10 +238,10 @@ def heads_cmd(
     limit: int | None = typer.Option(None, help="Only the first N prompts of INPUT (and of --harmless)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     max_new_tokens: int = typer.Option(64, help="New tokens per answer in the curve."),
-    temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0),
-    seed: int | None = typer.Option(None),
-    system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
+    system_prompt: SystemPrompt = None,
     detector: str | None = _DETECTOR,
     dtype: str = _DTYPE,
 ) -> None:
@@ -258,9 +252,15 @@ def heads_cmd(
     from refusalkit.cli import validate
     from refusalkit.latent.heads import attention_layout, attribute, k_for, refusal_curve
     from refusalkit.latent.probe import load_probe, load_probe_for
-    from refusalkit.models.base import GenerationConfig
 
-    _check_gen(max_new_tokens, temperature, top_p, batch_size, limit, seed)
+    validate.generation(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
     validate.probability("--factor", factor, zero_ok=True)
     if mode not in ("ablate", "amplify"):
         raise RefusalkitError(f"--mode must be ablate or amplify, got {mode!r}")
@@ -287,7 +287,7 @@ def heads_cmd(
     base, ranking = attribute(hf, pr, harmful_p, factor=factor, batch_size=batch_size, system_prompt=system_prompt)
     curve: list[dict[str, Any]] = []
     if not no_curve:
-        cfg = GenerationConfig(
+        cfg = validate.generation_config(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
         )
         curve = refusal_curve(
@@ -360,9 +360,9 @@ def select_cmd(
     limit: int | None = typer.Option(None, help="Only the first N pool prompts."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     max_new_tokens: int = typer.Option(256, help="New tokens per trace."),
-    temperature: float = typer.Option(0.0, help="0 = greedy decoding."),
-    top_p: float = typer.Option(1.0),
-    system_prompt: str | None = typer.Option(None, help="System message for every prompt."),
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    system_prompt: SystemPrompt = None,
     detector: str | None = _DETECTOR,
     dtype: str = _DTYPE,
 ) -> None:
@@ -373,7 +373,14 @@ def select_cmd(
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.latent.select import n_for, select_random, select_worst, selected_rows
 
-    _check_gen(max_new_tokens, temperature, top_p, batch_size, limit, seed)
+    validate.generation(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
     validate.probability("--fraction", fraction)
     validate.positive("--window", window)
     validate.output_file("--output", output, inputs=[validate.input_path(pool)])

@@ -12,8 +12,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from refusalkit.errors import RefusalkitError
+
+if TYPE_CHECKING:
+    from refusalkit.models.base import GenerationConfig
 
 
 def positive(option: str, value: int | None) -> None:
@@ -74,6 +78,33 @@ def generation(
     positive("--limit", limit)
     if seed is not None and not 0 <= seed < 2**63:
         raise RefusalkitError(f"--seed must be in [0, 2**63), got {seed}")
+
+
+def generation_config(
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+) -> GenerationConfig:
+    """Check the shared generation options (as ``generation``; ``batch_size`` and ``limit`` are only checked)
+    and return the GenerationConfig they make."""
+    from refusalkit.models.base import GenerationConfig
+
+    generation(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+    )
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
+    )
 
 
 def _existing_ancestor(p: Path) -> Path:
