@@ -134,6 +134,17 @@ OPTION_CASES = [
                                                "--batch-size", "0"], "--batch-size"),
     Case("options/detect-batch-size-0", ["detect", "{responses}", "-o", "o.jsonl", "--batch-size", "0"],
          "--batch-size"),
+    # the refusal-cliff commands (issue 16): checked before a probe, the prompts or a model are read
+    Case("options/latent-probe-train-n-train-0", ["latent", "probe", "train", "-o", "pdir", "-m", "{tiny}",
+                                                  "--n-train", "0"], "--n-train"),
+    Case("options/latent-cliff-window-0", ["latent", "cliff", "{prompts}", "-o", "cdir", "-p", "adir",
+                                           "--window", "0"], "--window"),
+    Case("options/latent-cliff-temperature-negative", ["latent", "cliff", "{prompts}", "-o", "cdir", "-p", "adir",
+                                                       "--temperature", "-1"], "--temperature"),
+    Case("options/latent-heads-fractions-2", ["latent", "heads", "{prompts}", "-o", "hdir", "-p", "adir",
+                                              "--fractions", "0,2"], "--fractions"),
+    Case("options/latent-select-fraction-0", ["latent", "select", "{prompts}", "-o", "s.jsonl", "--random",
+                                              "--fraction", "0"], "--fraction"),
 ]
 
 # output paths: an existing folder, a parent that cannot exist, a file as a folder, the input itself
