@@ -81,24 +81,36 @@ def save_artifact(
     return write_artifact(folder, {TENSORS: data, **(extra_files or {})}, {"kind": KIND, "format": FORMAT, **card})
 
 
-def load_artifact(folder: str | Path) -> DirectionArtifact:
-    """Return the artifact in ``folder`` after checking its manifest; RefusalkitError names what is wrong."""
+def read_checked(
+    folder: str | Path, *, kind: str, fmt: int, tensors_file: str, what: str, create: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """Return ``(tensors, card, path)`` of a latent artifact folder (a card, a safetensors file and a manifest)
+    after checking the manifest and the card's ``kind`` and ``format``; RefusalkitError names what is wrong
+    (``what`` names the artifact, ``create`` the command that makes one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     p = Path(folder)
     if not (p / CARD).is_file():
-        raise RefusalkitError(f"{p}: not a direction artifact (no {CARD}); create one with `refusalkit latent extract`")
+        raise RefusalkitError(f"{p}: not a {what} artifact (no {CARD}); create one with `{create}`")
     verify(p, required=True)
     card = read_json(p / CARD, "card")
-    if not isinstance(card, dict) or card.get("kind") != KIND:
-        raise RefusalkitError(
-            f"{p / CARD}: field 'kind' is {card.get('kind') if isinstance(card, dict) else None!r}, expected {KIND!r}"
-        )
-    if card.get("format") != FORMAT:
-        raise RefusalkitError(f"{p / CARD}: field 'format' is {card.get('format')!r}; this refusalkit reads {FORMAT}")
+    if not isinstance(card, dict) or card.get("kind") != kind:
+        got = card.get("kind") if isinstance(card, dict) else None
+        raise RefusalkitError(f"{p / CARD}: field 'kind' is {got!r}, expected {kind!r} (not a {what} artifact)")
+    if card.get("format") != fmt:
+        raise RefusalkitError(f"{p / CARD}: field 'format' is {card.get('format')!r}; this refusalkit reads {fmt}")
     try:
-        tensors = load_file(str(p / TENSORS))
+        tensors = load_file(str(p / tensors_file))
     except (SafetensorError, OSError) as e:
-        raise RefusalkitError(f"{p / TENSORS}: cannot read ({e})") from None
+        raise RefusalkitError(f"{p / tensors_file}: cannot read ({e})") from None
+    return tensors, card, p
+
+
+def load_artifact(folder: str | Path) -> DirectionArtifact:
+    """Return the direction artifact in ``folder`` after checking its manifest; RefusalkitError names what is
+    wrong."""
+    tensors, card, p = read_checked(
+        folder, kind=KIND, fmt=FORMAT, tensors_file=TENSORS, what="direction", create="refusalkit latent extract"
+    )
     return DirectionArtifact(tensors, card, p)

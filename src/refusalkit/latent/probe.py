@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from refusalkit.artifacts import file_sha256, read_json, verify, write_artifact
+from refusalkit.artifacts import file_sha256, write_artifact
 from refusalkit.errors import RefusalkitError
 from refusalkit.latent import capture as cap
-from refusalkit.latent.artifact import weights_fingerprint
+from refusalkit.latent.artifact import read_checked, weights_fingerprint
 from refusalkit.latent.guard import auroc
 from refusalkit.latent.layers import hidden_size, layer_stack
 
@@ -295,23 +295,9 @@ def save_probe(folder: str | Path, probe: Probe, card: dict[str, Any]) -> Path:
 
 def load_probe(folder: str | Path) -> Probe:
     """Return the probe in ``folder`` after checking its manifest and card; RefusalkitError names what is wrong."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    p = Path(folder)
-    if not (p / CARD).is_file():
-        raise RefusalkitError(f"{p}: not a probe artifact (no {CARD}); create one with `refusalkit latent probe train`")
-    verify(p, required=True)
-    card = read_json(p / CARD, "card")
-    if not isinstance(card, dict) or card.get("kind") != KIND:
-        got = card.get("kind") if isinstance(card, dict) else None
-        raise RefusalkitError(f"{p / CARD}: field 'kind' is {got!r}, expected {KIND!r} (not a probe artifact)")
-    if card.get("format") != FORMAT:
-        raise RefusalkitError(f"{p / CARD}: field 'format' is {card.get('format')!r}; this refusalkit reads {FORMAT}")
-    try:
-        t = load_file(str(p / TENSORS))
-    except (SafetensorError, OSError) as e:
-        raise RefusalkitError(f"{p / TENSORS}: cannot read ({e})") from None
+    t, card, p = read_checked(
+        folder, kind=KIND, fmt=FORMAT, tensors_file=TENSORS, what="probe", create="refusalkit latent probe train"
+    )
     missing = [k for k in ("mean", "scale", "weight", "bias") if k not in t]
     if missing:
         raise RefusalkitError(f"{p / TENSORS}: missing tensor(s) {', '.join(missing)}")
