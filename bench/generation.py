@@ -28,7 +28,7 @@ PROMPTS = [
 ]
 
 
-def _run(mode: str, n: int, batch_size: int, max_new_tokens: int, q: "mp.Queue") -> None:
+def _run(mode: str, n: int, batch_size: int, max_new_tokens: int, q: mp.Queue) -> None:
     import torch
 
     from refusalkit.models.base import GenerationConfig

@@ -72,7 +72,7 @@ def main() -> None:
           f"({per} per category, {len(by_cat)} categories)")
     score_prompts(hf, prompts[:2], ids, scheme)  # warm-up
     t0 = time.perf_counter()
-    q = score_prompts(hf, prompts, ids, scheme, batch_size=args.batch_size)
+    score_prompts(hf, prompts, ids, scheme, batch_size=args.batch_size)
     t_score = time.perf_counter() - t0
 
     free = PolicyModel(hf, None, ids, emit_respond=emits_respond(info))
@@ -119,7 +119,7 @@ def main() -> None:
     plain_cpu, ctrl_cpu = [], []
     arms2 = (("plain", hf, plain, plain_cpu), ("policy", with_policy, ctrl, ctrl_cpu))
     for r in range(args.repeats):
-        for label, m, acc, acc_cpu in (arms2 if r % 2 == 0 else arms2[::-1]):  # ABBA: drift cancels in pairs
+        for _label, m, acc, acc_cpu in (arms2 if r % 2 == 0 else arms2[::-1]):  # ABBA: drift cancels in pairs
             t0, c0 = time.perf_counter(), time.process_time()
             g = m.generate(sp, cfg, batch_size=len(sp))  # plain: HFModel.generate without any processor
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
