@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from serve_load import start_server  # bench/ is on sys.path when run as a script
 
 
 def sample_prompts(data: Path, n: int, seed: int = 0) -> list[dict]:
@@ -38,35 +37,6 @@ def sample_prompts(data: Path, n: int, seed: int = 0) -> list[dict]:
         rows = [json.loads(line) for line in (data / name).read_text(encoding="utf-8").splitlines() if line.strip()]
         out += rng.sample(rows, min(k, len(rows)))
     return out
-
-
-def start_server(model_dir: Path, key: str, log) -> tuple[subprocess.Popen, str]:
-    """Start `refusalkit serve` on the merged model on a free loopback port; return it and its URL."""
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).parent / "refusalkit"
-    env = {**os.environ, "REFUSALKIT_API_KEY": key, "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--model", str(model_dir), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            sys.exit(f"error: the server exited: {log.read().decode(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    sys.exit("error: the server did not answer /health within 300 s")
 
 
 def main() -> None:
@@ -108,7 +78,7 @@ def main() -> None:
         hf.model.save_pretrained(merged)  # what `refusalkit tokens merge` writes
         hf.tokenizer.save_pretrained(merged)
         del hf
-        proc, url = start_server(merged, key, log)
+        proc, url = start_server(str(merged), key, 300, [], log)
         try:
             client = OpenAICompatModel("merged", url, api_key=key, concurrency=args.concurrency, timeout=300)
             t0 = time.perf_counter()
