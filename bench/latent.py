@@ -70,12 +70,17 @@ def section_ablation(hf, art, args, out):
     harmless = [r["prompt"] for r in sample(data / "harmless_instructions.jsonl", "test", args.n_harmless)]
     spec = ablation_spec(art)
     res = {"n_harmful": len(harmful), "n_harmless": len(harmless), "max_new_tokens": args.max_new_tokens}
+    rows: list[dict] = []
     for name, prompts in (("harmful", harmful), ("harmless", harmless)):
         for cond, s in (("plain", None), ("ablated", spec)):
             texts, ntok, dt = generate(hf, prompts, s, args)
-            rate, _ = judged_refusal_rate(texts, prompts)
+            rate, flags = judged_refusal_rate(texts, prompts)
             res[f"{name}_{cond}_refusal"] = rate
             res[f"{name}_{cond}_examples"] = texts[:3]
+            rows.extend(
+                {"group": name, "condition": cond, "prompt": p, "response": t, "refusal": f}
+                for p, t, f in zip(prompts, texts, flags)
+            )
             print(
                 f"ablation {name:8s} {cond:8s} refusal {rate:.3f}  ({len(prompts)} prompts, {ntok} tokens, {dt:.0f}s)",
                 flush=True,
@@ -85,7 +90,33 @@ def section_ablation(hf, art, args, out):
     abl = first_token(hf, harmless, ids, spec, keep_logprobs=True, batch_size=args.batch_size)
     res["harmless_first_token_kl"] = kl_div(base.logprobs, abl.logprobs)
     print(f"ablation harmless first-token KL {res['harmless_first_token_kl']:.4f}", flush=True)
+    flips = flipped(rows)
+    res["harmless_flips"] = flips
+    print(
+        f"ablation harmless answers that changed verdict: {len(flips['to_compliance'])} refusal -> compliance, "
+        f"{len(flips['to_refusal'])} compliance -> refusal",
+        flush=True,
+    )
+    if args.rows:
+        write_rows(args.rows, rows)
     out["ablation"] = res
+
+
+def flipped(rows: list[dict]) -> dict[str, list[str]]:
+    """Return the harmless prompts whose verdict changed between the plain and the ablated model, both ways."""
+    plain = {r["prompt"]: r["refusal"] for r in rows if r["group"] == "harmless" and r["condition"] == "plain"}
+    abl = {r["prompt"]: r["refusal"] for r in rows if r["group"] == "harmless" and r["condition"] == "ablated"}
+    return {
+        "to_compliance": [p for p in plain if plain[p] and not abl.get(p, True)],
+        "to_refusal": [p for p in plain if not plain[p] and abl.get(p, False)],
+    }
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """Write the per-prompt answers and verdicts as JSONL, atomically."""
+    from refusalkit.data.io import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def section_addition(hf, art, args, out):
@@ -280,6 +311,7 @@ def main() -> None:
     ap.add_argument("--overhead-tokens", type=int, default=16)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--json", default=None, help="merge the figures into this JSON file")
+    ap.add_argument("--rows", default=None, help="write each ablation answer and its verdict to this JSONL file")
     args = ap.parse_args()
     from refusalkit.latent.use import load_for
 
