@@ -22,6 +22,10 @@ from refusalkit.tokens.scheme import RESPOND, TokenScheme
 REFUSE_LABELS = {"should_not_comply", "refuse", "refusal", "unsafe", "harmful", "noncompliance"}
 COMPLY_LABELS = {"should_comply", "comply", "compliance", "safe", "benign", "contrast"}
 SPLITS = ("train", "calibration", "test")
+#: A row may carry its split in this field (a data set built with its own splits, e.g. by
+#: ``scripts/build_token_data.py``); ``val`` rows are held out of training, calibration and test alike.
+SPLIT_FIELD = "token_split"
+PRESPLIT_VALUES = ("train", "val", "calibration", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 DEFAULT_SEED = 1234
 
@@ -129,6 +133,14 @@ def read_labelled(path: str | os.PathLike) -> list[LabelledPrompt]:
         resp = row.get("response")
         if resp is not None and not isinstance(resp, str):
             raise InputError(f"expected a string, got {type(resp).__name__}", file=file, line=line, field="response")
+        given = row.get(SPLIT_FIELD)
+        if given is not None and given not in PRESPLIT_VALUES:
+            raise InputError(
+                f"unknown split {given!r}; use one of {', '.join(PRESPLIT_VALUES)}",
+                file=file,
+                line=line,
+                field=SPLIT_FIELD,
+            )
         rid = str(row.get("id", f"line-{line}"))
         if rid in seen:
             raise InputError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=file, line=line, field="id")
@@ -145,7 +157,21 @@ def stratified_split(
 
     Within each stratum the ids are sorted, shuffled with ``seed`` and cut by ``fractions``, so the split
     of a prompt depends only on its stratum's ids and the seed, not on the file's order.
+
+    When every item carries a ``token_split`` (:data:`SPLIT_FIELD`), that split is used as given
+    (``seed`` and ``fractions`` are then not used) and a ``"val"`` list is added when some rows have it.
     """
+    given = [it.meta.get(SPLIT_FIELD) for it in items]
+    if any(given):
+        if not all(given):
+            raise InputError(
+                f"{sum(1 for g in given if not g)} of {len(items)} rows have no '{SPLIT_FIELD}' while the others "
+                "have one; give every row its split or none"
+            )
+        pre: dict[str, list[LabelledPrompt]] = {s: [] for s in SPLITS}
+        for it, g in zip(items, given):
+            pre.setdefault(str(g), []).append(it)
+        return {k: sorted(v, key=lambda x: x.id) for k, v in pre.items()}
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise InputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     strata: dict[tuple, list[LabelledPrompt]] = defaultdict(list)
