@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tokens",),  # may use detect and predict
     ("latent",),  # may use tokens (its policy, the adapters) and everything below
     ("attacks",),
-    ("customsets",),
+    ("customsets", "training"),  # training: DeRTa/safety SFT on tokens' trainer, tense data from attacks
     ("evaluate",),
     ("values",),  # an evaluation of its own: uses evaluate's metrics, plots and report pages
     ("serve",),

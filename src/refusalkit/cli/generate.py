@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,16 +36,42 @@ def run_generation(
     fresh: bool,
     kind: str = "gen",
     extra_meta: dict | None = None,
+    adapter: str | None = None,
 ):
     """Generate (or resume) a run through :func:`run_resumable`, drawing the progress bar; return
-    ``(store_dir, model_name, n_new, seconds)``."""
+    ``(store_dir, model_name, n_new, seconds)``. ``adapter``: a LoRA adapter folder merged into the local
+    model (``refusalkit train derta``); the run is keyed by the model and the adapter's weights."""
     ms = ModelSpec.parse(model_spec)  # validate before any work
+    model: Any = ms
+    model_id = None
+    if adapter:
+        from refusalkit.errors import RefusalkitError
+        from refusalkit.training.adapter import adapter_id, check_adapter, load_adapted
+
+        if ms.is_endpoint:
+            raise RefusalkitError(f"--adapter needs a local --model; {ms.display} is an endpoint")
+        check_adapter(adapter)
+        model_id = f"{ms.display}+adapter:{adapter_id(adapter)}"
+        extra_meta = {**(extra_meta or {}), "adapter": str(adapter)}
+
+        def model() -> Any:
+            return load_adapted(model_spec, adapter, batch_size=batch_size)
+
     from refusalkit.models.context import check_examples
 
     check_examples(ms, examples, max_new_tokens=cfg.max_new_tokens, system_prompt=cfg.system_prompt)
     with RunBar() as bar:
         res = run_resumable(
-            examples, ms, cfg, run_dir, fresh=fresh, kind=kind, batch_size=batch_size, meta=extra_meta, on_progress=bar
+            examples,
+            model,
+            cfg,
+            run_dir,
+            fresh=fresh,
+            kind=kind,
+            batch_size=batch_size,
+            meta=extra_meta,
+            on_progress=bar,
+            model_id=model_id,
         )
     return res.run_dir, res.model_name, res.n_new, bar.seconds
 
@@ -68,6 +95,9 @@ def register(app: typer.Typer) -> None:
         seed: Seed = None,
         system_prompt: SystemPrompt = None,
         run_dir: Path | None = typer.Option(None, help="Run directory (default: derived from the run's settings)."),
+        adapter: str | None = typer.Option(
+            None, help="LoRA adapter folder merged into the local --model (from `refusalkit train derta`)."
+        ),
         fresh: bool = typer.Option(
             False,
             help="Start the run over: remove its run store (run.sqlite and its "
@@ -88,7 +118,14 @@ def register(app: typer.Typer) -> None:
         validate.output_dir("--run-dir", run_dir)
         examples = resolve_prompts(input, limit=limit)
         rdir, _, n_new, secs = run_generation(
-            examples, model, cfg, run_dir=run_dir, batch_size=batch_size, fresh=fresh, extra_meta={"input": input}
+            examples,
+            model,
+            cfg,
+            run_dir=run_dir,
+            batch_size=batch_size,
+            fresh=fresh,
+            extra_meta={"input": input},
+            adapter=adapter,
         )
         with RunStore.open_readonly(rdir) as store:
             n = write_jsonl_atomic(output, store.iter_response_dicts())

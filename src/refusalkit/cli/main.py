@@ -27,6 +27,10 @@ from refusalkit.cli import attack as attack_cmd  # noqa: E402
 
 attack_cmd.register(app)
 
+from refusalkit.cli import train as train_cmd  # noqa: E402
+
+train_cmd.register(app)
+
 
 @app.command()
 def version() -> None:

@@ -332,9 +332,6 @@ def train_tokens(
     Trainer checkpoints) lives in ``work_dir`` (default ``out_dir/_work``); rerunning resumes from it.
     """
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from refusalkit.models.spec import load_local_model
 
@@ -390,7 +387,86 @@ def train_tokens(
     )
     if dropped:
         log(f"dropped {dropped} prompts longer than max_length={cfg.max_length}")
-    ds = Dataset.from_list(rows)
+    fit = fit_lora(
+        model,
+        rows,
+        cfg,
+        work,
+        loss_fn=balanced_loss(list(token_ids.values())),
+        pad_id=tok.pad_token_id,
+        trainable_token_indices=sorted(token_ids.values()),
+        describe=f"tokens {token_ids}",
+        log=log,
+    )
+    if not fit.is_main:
+        return {}
+    pm, result, secs, history, n_train = fit.peft_model, fit.result, fit.seconds, fit.history, fit.n_trainable
+    refine = refine_decision_rows(pm, tok, hf.render, tagged, token_ids, log=log) if cfg.refine_rows else None
+    out_rows = refine.pop("rows") if refine else None
+    info = save_adapter(
+        pm,
+        out,
+        scheme=scheme,
+        token_ids=token_ids,
+        base_dir=base_dir,
+        cfg=cfg,
+        output_rows=out_rows,
+        extra={
+            "split": split_manifest(splits),
+            "n_sequences": len(rows),
+            "dropped": dropped,
+            "train_seconds": round(secs, 1),
+            "train_loss": result.training_loss,
+            "global_step": result.global_step,
+            "trainable_parameters": n_train,
+            "loss_curve": _loss_curve(work / "train_log.jsonl", history),
+            "device": str(next(pm.parameters()).device),
+            "refine_rows": refine,
+            "torch_threads": torch.get_num_threads(),
+        },
+    )
+    return info
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_lora` trained: the peft model, the Trainer's result, the training seconds, the logged
+    records, the number of trainable parameters and whether this process is the main one (distributed)."""
+
+    peft_model: Any
+    result: Any
+    seconds: float
+    history: list[dict[str, Any]]
+    n_trainable: int
+    is_main: bool
+
+
+def fit_lora(
+    model: Any,
+    rows: list[dict[str, Any]],
+    cfg: Any,
+    work: Path,
+    *,
+    loss_fn: Callable[..., Any],
+    pad_id: int,
+    trainable_token_indices: list[int] | None = None,
+    describe: str = "",
+    log: Callable[[str], None] = _log.info,
+) -> FitResult:
+    """Wrap ``model`` in a LoRA adapter (peft) and fit it on ``rows`` (``input_ids``/``labels``) with the
+    transformers Trainer and ``loss_fn`` as its ``compute_loss_func``; return a :class:`FitResult`.
+
+    This is the one training path of refusalkit: refusal tokens (:func:`train_tokens`) and DeRTa/safety SFT
+    (:mod:`refusalkit.training.derta`) differ only in their rows and loss. ``cfg`` gives the LoRA and
+    optimiser settings (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``batch_size``, ``grad_accum``,
+    ``epochs``, ``max_steps``, ``learning_rate``, ``logging_steps``, ``save_steps``, ``seed``). Checkpoints go
+    to ``work/checkpoints`` and the latest one is resumed; the loss log to ``work/train_log.jsonl``. Under
+    ``accelerate launch`` the Trainer runs distributed unchanged.
+    """
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
     model.train()
     lcfg = LoraConfig(
         r=cfg.lora_r,
@@ -398,13 +474,13 @@ def train_tokens(
         lora_dropout=cfg.lora_dropout,
         target_modules=LORA_TARGETS,
         task_type="CAUSAL_LM",
-        trainable_token_indices={"embed_tokens": sorted(token_ids.values())},
+        trainable_token_indices={"embed_tokens": trainable_token_indices} if trainable_token_indices else None,
     )
     pm = get_peft_model(model, lcfg)
     n_train = sum(p.numel() for p in pm.parameters() if p.requires_grad)
     log(
         f"{len(rows)} training sequences ({sum(r['length'] for r in rows)} tokens); "
-        f"{n_train:,} trainable parameters; tokens {token_ids}"
+        f"{n_train:,} trainable parameters" + (f"; {describe}" if describe else "")
     )
 
     history: list[dict[str, Any]] = []
@@ -446,10 +522,10 @@ def train_tokens(
     trainer = Trainer(
         model=pm,
         args=args,
-        train_dataset=ds,
-        data_collator=PadCollator(tok.pad_token_id),
+        train_dataset=Dataset.from_list(rows),
+        data_collator=PadCollator(pad_id),
         callbacks=[_Log()],
-        compute_loss_func=balanced_loss(list(token_ids.values())),
+        compute_loss_func=loss_fn,
     )
     resume = _latest_checkpoint(work / "checkpoints")
     if resume:
@@ -457,33 +533,7 @@ def train_tokens(
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     secs = time.perf_counter() - t0
-    if not trainer.is_world_process_zero():
-        return {}
-    refine = refine_decision_rows(pm, tok, hf.render, tagged, token_ids, log=log) if cfg.refine_rows else None
-    out_rows = refine.pop("rows") if refine else None
-    info = save_adapter(
-        pm,
-        out,
-        scheme=scheme,
-        token_ids=token_ids,
-        base_dir=base_dir,
-        cfg=cfg,
-        output_rows=out_rows,
-        extra={
-            "split": split_manifest(splits),
-            "n_sequences": len(rows),
-            "dropped": dropped,
-            "train_seconds": round(secs, 1),
-            "train_loss": result.training_loss,
-            "global_step": result.global_step,
-            "trainable_parameters": n_train,
-            "loss_curve": _loss_curve(work / "train_log.jsonl", history),
-            "device": str(next(pm.parameters()).device),
-            "refine_rows": refine,
-            "torch_threads": torch.get_num_threads(),
-        },
-    )
-    return info
+    return FitResult(pm, result, secs, history, n_train, trainer.is_world_process_zero())
 
 
 def save_adapter(
