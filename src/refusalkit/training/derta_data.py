@@ -177,7 +177,9 @@ def read_harmless(path: str, answers_path: str | None = None, *, split: str | No
         ans = by_id.get(rid) or by_prompt.get(q)
         if ans and ans["response"].strip():
             fin = ans.get("finish_reason") != "length"
-            out.append({"id": rid, "prompt": q, "response": ans["response"].strip(), "finished": fin, "source": "model"})
+            out.append(
+                {"id": rid, "prompt": q, "response": ans["response"].strip(), "finished": fin, "source": "model"}
+            )
     if not out:
         raise InputError(
             "no harmless instruction has an answer (a 'response' field, or --harmless-answers from "
