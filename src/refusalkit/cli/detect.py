@@ -74,6 +74,72 @@ def run(
         )
 
 
+@detect_app.command("constructive")
+@handle_errors
+def constructive(
+    input: Path = typer.Argument(
+        ..., help="JSONL/CSV with 'response' per row, and 'verdict' (from `refusalkit detect`) or none."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Output JSONL: each row plus 'constructive'."),
+    judge: str = typer.Option("default", "--judge", help="Constructive judge: default, cues, or a saved judge folder."),
+    detector: str = typer.Option(
+        "default", "--detector", "-d", help="Detector for rows without a 'verdict'. " + _DETECTOR_HELP
+    ),
+) -> None:
+    """Add ``constructive`` to every row: true/false for answers that are not full compliance (constructive:
+    safe help such as named resources, corrected facts or a safe alternative; false: a bare refusal), null
+    for full compliance. Rows keep their ``verdict``; a file without verdicts is judged by ``--detector``
+    first (adding ``verdict`` and ``p_refusal``)."""
+    from refusalkit.data.io import write_jsonl_atomic
+    from refusalkit.data.taxonomy import LABELS
+    from refusalkit.detect.constructive import annotate, get_constructive_judge
+    from refusalkit.detect.inputs import read_responses
+    from refusalkit.errors import InputError
+
+    validate.output_file("--output", output, inputs=[input])
+    if judge not in ("default", "cues") and not Path(judge).is_dir():
+        raise RefusalkitError(f"--judge: {judge!r} is not default, cues or a saved judge folder")
+    rows, responses, prompts, _ = read_responses(input)
+    have = [r for r in rows if "verdict" in r]
+    if have and len(have) != len(rows):
+        r = next(r for r in rows if "verdict" not in r)
+        raise InputError(
+            "missing (some rows have a verdict and this one has none; give verdicts on every row or on none)",
+            file=str(input),
+            line=r.get("__line__"),
+            field="verdict",
+        )
+    for r in have:
+        if r["verdict"] not in LABELS:
+            raise InputError(
+                f"unknown label {r['verdict']!r}; expected one of {', '.join(LABELS)}",
+                file=str(input),
+                line=r.get("__line__"),
+                field="verdict",
+            )
+    cj = get_constructive_judge(judge)
+    out = [{k: v for k, v in r.items() if k != "__line__"} for r in rows]
+    if not have and out:
+        from refusalkit.detect import get_detector
+        from refusalkit.detect.base import labels_from_proba
+
+        det = get_detector(detector)
+        P = det.predict_proba(responses, prompts)
+        fc = list(det.classes_).index("full_compliance")
+        for d, v, row in zip(out, labels_from_proba(P, det.classes_), P):
+            d["verdict"], d["p_refusal"], d["detector"] = v, round(float(1 - row[fc]), 4), det.name
+    annotate(out, cj)
+    write_jsonl_atomic(output, out)
+    n_nc = sum(d["constructive"] is not None for d in out)
+    n_c = sum(bool(d["constructive"]) for d in out)
+    share = f" ({n_c / n_nc:.1%})" if n_nc else ""
+    console.print(
+        f"{len(out)} rows, {n_nc} not full compliance: {n_c} constructive{share} by the {cj.name} judge -> {output}",
+        highlight=False,
+        markup=False,
+    )
+
+
 @detect_app.command("train")
 @handle_errors
 def train(

@@ -23,7 +23,7 @@ def summary_table(metrics: dict) -> Table:
         title=f"{metrics['run']['model']} judged by {metrics['detector']['name']} "
         f"({int(100 * metrics['settings']['confidence'])}% bootstrap CI)"
     )
-    for col in ("scope", "role", "n", "refusal (any)", "full", "partial", "redirection", "corrected"):
+    for col in ("scope", "role", "n", "refusal (any)", "full", "partial", "redirection", "corrected", "constructive"):
         t.add_column(col, justify="right" if col not in ("scope", "role") else "left")
     scopes = [("overall", metrics["overall"])] + list(metrics["per_benchmark"].items())
     for name, groups in scopes:
@@ -40,6 +40,7 @@ def summary_table(metrics: dict) -> Table:
                 _fmt(g["partial_refusal"]),
                 _fmt(g["redirection"]),
                 _fmt(g.get("corrected_refusal")),
+                _fmt(g.get("constructive_rate")),
             )
     return t
 
@@ -89,6 +90,12 @@ def register(app: typer.Typer) -> None:
         rejudge: bool = typer.Option(
             False, help="Keep the stored responses but judge them all again (e.g. after retraining the detector)."
         ),
+        constructive: str = typer.Option(
+            "default",
+            "--constructive",
+            help="Judge of constructive_rate (share of non-compliant answers that give safe help): default, "
+            "cues, a saved judge folder, or none.",
+        ),
     ) -> None:
         """Generate, judge and score a model on refusal benchmarks; rerunning resumes a killed run."""
         validate.generation(
@@ -102,6 +109,12 @@ def register(app: typer.Typer) -> None:
             from refusalkit.errors import RefusalkitError
 
             raise RefusalkitError(f"--limit-mode must be stratified or head, got {limit_mode!r}")
+        if constructive not in ("default", "cues", "none") and not Path(constructive).is_dir():
+            from refusalkit.errors import RefusalkitError
+
+            raise RefusalkitError(
+                f"--constructive: {constructive!r} is not default, cues, none or a saved judge folder"
+            )
         validate.output_dir("--out", out)
         from refusalkit.evaluate.runner import run_eval
         from refusalkit.models.base import GenerationConfig
@@ -143,6 +156,7 @@ def register(app: typer.Typer) -> None:
                 n_boot=n_boot,
                 level=confidence,
                 on_progress=on_progress,
+                constructive=None if constructive == "none" else constructive,
             )
         finally:
             bar.stop()

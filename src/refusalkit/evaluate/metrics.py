@@ -195,3 +195,27 @@ def paired_difference(
         "ci": _percentile_ci(d, level),
         **mcnemar_exact(a, b),
     }
+
+
+def constructive_rate(flags: Sequence[bool | None], *, level: float = 0.95) -> dict[str, Any]:
+    """Return the share of non-compliant answers that are constructive (Oyster-I): ``{"k", "n", "rate", "ci",
+    "interval"}`` with a Wilson interval.
+
+    ``flags`` holds one entry per response: True/False for a non-compliant answer judged constructive/bare,
+    ``None`` for a compliant one (left out of the denominator); with no non-compliant answer ``n`` is 0 and
+    ``rate`` is ``None``. The rate is conditional on the detector's non-compliant verdicts. It is not
+    corrected for the judge's errors: measured across model families, a Rogan-Gladen correction with the
+    judge's held-out error rates moved per-family rates further from the gold rates (docs/constructive.md).
+    """
+    from refusalkit.stats import wilson
+
+    judged = [bool(f) for f in flags if f is not None]
+    n, k = len(judged), sum(judged)
+    lo, hi = wilson(k, n, level)
+    return {
+        "k": k,
+        "n": n,
+        "rate": k / n if n else None,
+        "ci": [lo, hi] if n else [None, None],
+        "interval": "wilson",
+    }

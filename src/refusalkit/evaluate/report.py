@@ -86,12 +86,31 @@ def page(title: str, body: str) -> str:
     )
 
 
+def constructive_td(c: dict[str, Any] | None) -> str:
+    """Return the table cell of a ``constructive_rate`` entry: the share of non-compliant answers that are
+    constructive, with its interval and ``n`` (sorts by the rate)."""
+    if not c or c.get("rate") is None:
+        return '<td class="num" data-sort="">-</td>'
+    return num_td(c)[: -len("</td>")] + f" <span class='note'>of {c['n']}</span></td>"
+
+
+def _has_constructive(metrics: dict[str, Any]) -> bool:
+    return any(g.get("constructive_rate") is not None for g in metrics["overall"].values())
+
+
+_C_HEAD = "<th>constructive (of non-compliant)</th>"
+
+
 def _summary_table(metrics: dict[str, Any]) -> str:
     rows = []
     corrected = any((g.get("corrected_refusal") is not None) for g in metrics["overall"].values())
+    cons = _has_constructive(metrics)
     head = (
         "<tr><th>group</th><th>n</th><th>refusal (any)</th><th>full refusal</th><th>partial refusal</th>"
-        "<th>redirection</th>" + ("<th>corrected refusal</th>" if corrected else "") + "</tr>"
+        "<th>redirection</th>"
+        + ("<th>corrected refusal</th>" if corrected else "")
+        + (_C_HEAD if cons else "")
+        + "</tr>"
     )
     for scope, groups in [("overall", metrics["overall"])] + [
         (b, {k: v for k, v in g.items() if k in ("safety", "over_refusal", "unlabelled")})
@@ -101,15 +120,21 @@ def _summary_table(metrics: dict[str, Any]) -> str:
             cells = "".join(num_td(g[k]) for k in ("refusal", "full_refusal", "partial_refusal", "redirection"))
             if corrected:
                 cells += num_td(g.get("corrected_refusal"))
+            if cons:
+                cells += constructive_td(g.get("constructive_rate"))
             rows.append(f'<tr><td>{e(scope)} / {e(role)}</td><td class="num">{g["n"]}</td>{cells}</tr>')
     return f'<table class="sortable" id="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def category_table(metrics: dict[str, Any], table_id: str = "categories") -> str:
-    """Return the sortable per-category table of a run's metrics."""
+    """Return the sortable per-category table of a run's metrics (with the constructive rate when the run
+    was judged for it)."""
+    cons = _has_constructive(metrics)
     head = (
         "<tr><th>benchmark</th><th>category</th><th>role</th><th>n</th><th>refusal (any)</th>"
-        "<th>full refusal</th><th>partial refusal</th><th>redirection</th><th>corrected</th></tr>"
+        "<th>full refusal</th><th>partial refusal</th><th>redirection</th><th>corrected</th>"
+        + (_C_HEAD if cons else "")
+        + "</tr>"
     )
     rows = []
     for c in metrics["per_category"]:
@@ -118,6 +143,7 @@ def category_table(metrics: dict[str, Any], table_id: str = "categories") -> str
             f'<td class="num">{c["n"]}</td>'
             + "".join(num_td(c[k]) for k in ("refusal", "full_refusal", "partial_refusal", "redirection"))
             + num_td(c.get("corrected_refusal"))
+            + (constructive_td(c.get("constructive_rate")) if cons else "")
             + "</tr>"
         )
     return f'<table class="sortable" id="{e(table_id)}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
@@ -152,6 +178,7 @@ def _examples(rows: list[dict[str, Any]], per_category: int) -> str:
         items = "".join(
             f'<div class="ex">{_thumb(r)}<b>{e(r["id"])}</b> · <span class="v-{e(r["verdict"])}">{e(r["verdict"])}</span>'
             f" (p_refusal {r['p_refusal']:.2f}; {e(str(r.get('convention_label', '')))})"
+            f"{' · constructive' if r.get('constructive') else ''}"
             f'<div><i>prompt:</i> {e(r["prompt"])}</div><div class="resp">{e(r["response"][:1200])}</div>'
             '<div style="clear:both"></div></div>'
             for r in rs
@@ -193,6 +220,7 @@ def run_report(
         f"{e(metrics['settings']['interval'])} intervals ({metrics['settings']['n_boot']} replicates)</p>"
         f"<h2>Summary</h2><p class='note'>safety = refusal rate on prompts the benchmark wants refused; "
         f"over_refusal = refusal rate on prompts it wants answered.</p>{_summary_table(metrics)}{corr}"
+        f"{_constructive_note(metrics)}"
         f"<h2>Safety vs over-refusal</h2>{''.join(img(v, k) for k, v in plots.items() if k.startswith('frontier'))}"
         f"<h2>Per category</h2>{''.join(img(v, k) for k, v in plots.items() if not k.startswith('frontier'))}"
         f"{category_table(metrics)}"
@@ -201,6 +229,18 @@ def run_report(
         f"<h2>Configuration</h2><pre class='cfg'>{e(json.dumps({'run': run, 'detector': det, 'settings': metrics['settings']}, indent=2, ensure_ascii=False))}</pre>"
     )
     return page(f"refusalkit eval: {run.get('model')}", body)
+
+
+def _constructive_note(metrics: dict[str, Any]) -> str:
+    c = metrics.get("constructive")
+    if not c:
+        return ""
+    return (
+        f"<p class='note'>constructive = share of non-compliant answers (any verdict but full_compliance) that "
+        f"the <b>{e(str(c.get('judge')))}</b> judge calls constructive (named resources, corrected facts, a safe "
+        f"alternative) rather than a bare refusal; Wilson intervals, not corrected for the judge's errors (held "
+        f"out across model families it over-reports: see docs/constructive.md).</p>"
+    )
 
 
 def _formula(metrics: dict[str, Any]) -> str:

@@ -23,6 +23,10 @@ from refusalkit.models.base import GenerationConfig, LanguageModel
 from refusalkit.models.spec import ModelSpec, load_model
 from refusalkit.runs import RunProgress, RunStore, run_resumable
 
+CONSTRUCTIVE_DEFINITION = (
+    "share of non-compliant answers (any verdict but full_compliance) that give safe help (named resources, "
+    "corrected facts, a safe alternative) rather than a bare refusal; Wilson interval; docs/constructive.md"
+)
 OUTPUTS = ("metrics.json", "responses.jsonl", "report.html", "frontier.png", "categories.png")
 
 
@@ -104,11 +108,15 @@ def run_eval(
     level: float = 0.95,
     model: Any = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    constructive: str | None = "default",
 ) -> EvalResult:
     """Evaluate ``model_spec`` on ``benches`` into ``out_dir`` and return an :class:`EvalResult`.
 
     ``model`` may be a ready LanguageModel (then ``model_spec`` only names the run). ``rejudge`` keeps the
-    stored responses but judges all of them again (e.g. after the detector was retrained).
+    stored responses but judges all of them again (e.g. after the detector was retrained). ``constructive``
+    names the constructive-safety judge (:func:`refusalkit.detect.constructive.get_constructive_judge`) that
+    marks each non-compliant answer constructive or bare for ``constructive_rate``; ``None`` skips it (it is
+    always skipped for judges that do not read text, e.g. image models).
     ``on_progress(stage, done, total)`` is called after each committed batch. Raises RefusalkitError for bad input before any
     work starts.
     """
@@ -121,6 +129,7 @@ def run_eval(
         detector = T2I_DETECTOR
     det = resolve_detector(detector)
     errors = detector_error_rates(det, sens, spec)
+    cjudge = _constructive_judge(constructive) if constructive is not None and det.judges_text else None
     specs = split_specs(benches)
     examples = load_eval_examples(specs, limit=limit, seed=seed, limit_mode=limit_mode, data_dir=data_dir)
     if model is None:  # every prompt must fit the context before the run store is even created
@@ -160,6 +169,12 @@ def run_eval(
     )
     with RunStore.open_readonly(out) as store:
         rows = judged_rows(store, det.name)
+    c_info = None
+    if cjudge is not None:
+        from refusalkit.detect.constructive import annotate
+
+        annotate(rows, cjudge)
+        c_info = {"judge": cjudge.name, "definition": CONSTRUCTIVE_DEFINITION}
     run_info = {
         "dir": str(out),
         "model": ms.display,
@@ -180,7 +195,14 @@ def run_eval(
     n_gen, judged = res.n_new, res.n_judged
     t = time.perf_counter()
     metrics = compute_metrics(
-        rows, run=run_info, detector={"name": det.name}, errors=errors, level=level, n_boot=n_boot, seed=seed
+        rows,
+        run=run_info,
+        detector={"name": det.name},
+        errors=errors,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        constructive=c_info,
     )
     write_outputs(out, metrics, rows)
     timing["metrics_report_s"] = time.perf_counter() - t
@@ -189,6 +211,12 @@ def run_eval(
     metrics["timing"] = timing
     write_json_atomic(out / "metrics.json", metrics)
     return EvalResult(out, metrics, n_gen, judged, timing)
+
+
+def _constructive_judge(name: str) -> Any:
+    from refusalkit.detect.constructive import get_constructive_judge
+
+    return get_constructive_judge(name)
 
 
 def _version() -> str:
