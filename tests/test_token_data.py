@@ -185,10 +185,11 @@ def test_tiny_train_and_calibrate_on_the_built_data(tmp_path, tiny_model_dir):
     assert info["scheme"]["tokens"] == [
         "[refuse:humanizing]", "[refuse:incomplete]", "[refuse:indeterminate]", "[refuse:safety]",
         "[refuse:unsupported]", "[respond]"]  # fmt: skip
-    prof = tmp_path / "argmax.json"
+    prof = tmp_path / "balanced.json"
     r = run_cli("tokens", "calibrate", str(data), "-o", str(prof), "-m", str(tiny_model_dir), "--adapter",
-                str(out), "--rule", "argmax", env=env)  # fmt: skip
+                str(out), "--gap-table", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     p = json.loads(prof.read_text())
     n_test = sum(x["token_split"] == "test" for x in rows)
     assert p["test"]["binary"]["n"] == n_test
+    assert p["test_gap_table"] and p["test_gap_floor"]["oracle_mean_abs_gap"] > 0
