@@ -150,7 +150,7 @@ def section_guard(hf, art, args, out):
     )
     guard = guard_of(art)
     pred = get_predictor("chatgpt")
-    res = {"guard_layers": guard.layers}
+    res = {"guard_positions": guard.positions, "guard_layers": guard.layers}
     t = time.perf_counter()
     for name, pos, neg in (
         ("test", harmful, harmless),
@@ -162,19 +162,25 @@ def section_guard(hf, art, args, out):
     ):
         prompts = pos + neg
         y = np.array([1] * len(pos) + [0] * len(neg))
-        acts = guard_acts(hf, art, prompts, batch_size=args.batch_size)
+        # every position the artifact has, so Zhao et al.'s inst position is measured beside the guard's own
+        acts = guard_acts(hf, art, prompts, positions=list(art.card["positions"]), batch_size=args.batch_size)
         ls = scores_of_acts(art, acts)
         p = guard.p_harmful(ls)
         # the other score on the same activations and layers (AUROC needs no logistic map): how much the
         # choice of score matters, side by side
         other = "cosine" if guard.method == "projection" else "projection"
-        per_layer = {int(i): auroc(ls[:, i].numpy(), y) for i in range(ls.shape[1])}
+        inst = guard_of_inst(art, guard)
+        per_layer = {
+            pn: {int(i): round(auroc(v[:, i].numpy(), y), 4) for i in range(v.shape[1])} for pn, v in ls.items()
+        }
         res[name] = {
             "n_pos": len(pos),
             "n_neg": len(neg),
             "guard_auroc": auroc(p, y),
             "guard_method": guard.method,
-            f"{other}_score_auroc": auroc(scores_of_acts(art, acts, other)[:, guard.layers].mean(1).numpy(), y),
+            f"{other}_score_auroc": auroc(guard.score(scores_of_acts(art, acts, other)), y),
+            "inst_guard_auroc": auroc(inst.score(ls), y),
+            "inst_guard_layers": inst.layers,
             "guard_accuracy_at_0.5": float(((p >= 0.5) == y).mean()),
             "predictor_auroc": auroc(pred.p_refusal(prompts), y),
             "keyword_auroc": auroc(keyword_score(prompts), y),
@@ -182,14 +188,30 @@ def section_guard(hf, art, args, out):
         }
         r = res[name]
         print(
-            f"guard {name}: AUROC guard ({guard.method}) {r['guard_auroc']:.3f}  {other} score "
-            f"{r[other + '_score_auroc']:.3f}  predictor(chatgpt) {r['predictor_auroc']:.3f}  "
-            f"keywords {r['keyword_auroc']:.3f}  (acc@0.5 {r['guard_accuracy_at_0.5']:.3f}; "
-            f"{len(pos)}+{len(neg)} prompts)",
+            f"guard {name}: AUROC guard ({guard.method}, {guard.positions[0]}) {r['guard_auroc']:.3f}  "
+            f"{other} score {r[other + '_score_auroc']:.3f}  at inst {r['inst_guard_auroc']:.3f}  "
+            f"predictor(chatgpt) {r['predictor_auroc']:.3f}  keywords {r['keyword_auroc']:.3f}  "
+            f"(acc@0.5 {r['guard_accuracy_at_0.5']:.3f}; {len(pos)}+{len(neg)} prompts)",
             flush=True,
         )
     res["seconds"] = time.perf_counter() - t
     out["guard"] = res
+
+
+def guard_of_inst(art, guard):
+    """Return the guard restricted to Zhao et al.'s position: the inst layers within 0.01 of the best validation
+    AUROC (the guard's own when it reads inst already)."""
+    from refusalkit.latent.guard import LatentGuard
+
+    if set(guard.positions) == {"inst"}:
+        return guard
+    v = guard.val_auroc.get("inst") or {}
+    if not v:
+        raise SystemExit("the guard's card has no validation AUROC at inst")
+    pool = {k: a for k, a in v.items() if k >= 1}
+    best = max(pool.values())
+    layers = sorted(k for k, a in pool.items() if a >= best - 0.01)
+    return LatentGuard(layers, 1.0, 0.0, method=guard.method, positions=["inst"] * len(layers))
 
 
 def section_overhead(hf, art, args, out):

@@ -195,6 +195,28 @@ def test_guard_projection_puts_class_means_at_plus_minus_half_and_ignores_a_shar
         layer_scores(x, mu_h, mu_s, "dot")
 
 
+def test_guard_chooses_the_position_that_separates_validation_best_and_reads_old_cards():
+    from refusalkit.latent.guard import LatentGuard, auroc, fit_guard
+
+    g = torch.Generator().manual_seed(2)
+    y = np.array([1] * 30 + [0] * 30)
+    sign = torch.tensor(y * 2 - 1, dtype=torch.float32).unsqueeze(1)
+    weak = 0.2 * sign + torch.randn(60, 4, generator=g)  # inst: the classes overlap
+    strong = sign + 0.3 * torch.randn(60, 4, generator=g)  # post-1: they separate
+    strong[:, 0] = torch.randn(60, generator=g)  # ... except at layer 0, which min_layer skips anyway
+    guard = fit_guard({"inst": weak, "post-1": strong}, y)
+    assert set(guard.positions) == {"post-1"} and 0 not in guard.layers
+    assert auroc(guard.p_harmful({"inst": weak, "post-1": strong}), y) > 0.95
+    assert set(fit_guard({"inst": weak, "post-1": strong}, y, position="inst").positions) == {"inst"}
+    with pytest.raises(Exception, match="no scores at position"):
+        guard.score({"inst": weak})
+    back = LatentGuard.from_dict(guard.to_dict())
+    assert back.positions == guard.positions and back.layers == guard.layers and back.val_auroc == guard.val_auroc
+    old = LatentGuard.from_dict({"layers": [1, 2], "a": 2.0, "b": 0.0, "val_auroc": {"1": 0.9}, "method": "projection"})
+    assert old.positions == ["inst", "inst"] and old.val_auroc == {"inst": {1: 0.9}}
+    assert np.allclose(old.score(weak), weak[:, [1, 2]].mean(1).numpy())
+
+
 # --- on a tiny Llama with the bundled tokenizer and chat template ---------------------------------------------
 
 @pytest.fixture(scope="module")

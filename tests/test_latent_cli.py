@@ -79,6 +79,31 @@ def test_guard_ablate_steer_export(direction, splits, tmp_path):
     assert (exported / "config.json").is_file() and (exported / "tokenizer_config.json").is_file()
 
 
+def test_guard_fit_refits_the_guard_at_the_given_positions(direction, splits, tmp_path):
+    card = json.loads((direction / "card.json").read_text())
+    assert len(card["guard"]["positions"]) == len(card["guard"]["layers"])
+    assert set(card["guard"]["positions"]) <= set(card["positions"])
+
+    out = tmp_path / "refit"
+    r = run_cli("latent", "guard-fit", "--direction", str(direction), "-o", str(out), "--guard-positions", "inst",
+                "--n-val-harmful", "2", "--n-val-harmless", "2", env=ENV)
+    assert r.returncode == 0, r.stderr
+    new = json.loads((out / "card.json").read_text())
+    assert set(new["guard"]["positions"]) == {"inst"} and new["guard_fit"]["positions_allowed"] == ["inst"]
+    assert set(new["guard_fit"]["ids"]["val_harmful"]) == {"h4", "h5"}
+    assert new["refusal"] == card["refusal"] and (out / "directions.safetensors").read_bytes() == (
+        direction / "directions.safetensors").read_bytes()
+    g = tmp_path / "g.jsonl"
+    r = run_cli("latent", "guard", "--direction", str(out), str(splits[0]), "-o", str(g), "--limit", "2", env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert len(g.read_text().splitlines()) == 2
+
+    bad = tmp_path / "bad"
+    r = run_cli("latent", "guard-fit", "--direction", str(direction), "-o", str(bad), "--guard-positions", "post-9",
+                env=ENV)
+    assert r.returncode == 2 and "post-9" in r.stderr and "Traceback" not in r.stderr and not bad.exists()
+
+
 def test_direction_for_another_model_is_refused(direction, splits, tmp_path, tiny_model_dir):
     import shutil
 

@@ -25,6 +25,11 @@ from refusalkit.errors import RefusalkitError
 if TYPE_CHECKING:
     from refusalkit.models.base import GenerationConfig
 
+_GUARD_POSITIONS = typer.Option(
+    None,
+    help="Positions the Latent Guard may read, comma-separated (inst, post-5 ... post-1); default: every captured "
+    "position, the one that separates the validation prompts best is chosen. 'inst' keeps Zhao et al.'s position.",
+)
 _DTYPE = typer.Option(
     "auto",
     help="auto (float32 on a CPU without native bfloat16, else the checkpoint's) | "
@@ -102,6 +107,7 @@ def extract_cmd(
         help="Latent Guard score per layer: 'projection' on the harmfulness direction (from the midpoint of the "
         "class means) or 'cosine' (Zhao et al.: cosine to the harmful mean minus cosine to the harmless mean).",
     ),
+    guard_positions: str | None = _GUARD_POSITIONS,
     batch_size: int = typer.Option(8),
     seed: int = typer.Option(0),
     dtype: str = _DTYPE,
@@ -152,6 +158,7 @@ def extract_cmd(
         coefs=coef_list,
         judge_n=judge_n,
         guard_method=guard_method,
+        guard_positions=_names("--guard-positions", guard_positions),
     )
     hf = load_hf(model, batch_size=batch_size, dtype=dtype)
     tensors, card = extract(hf, model, cfg, status=lambda m: err_console.print(m, markup=False, highlight=False))
@@ -161,11 +168,25 @@ def extract_cmd(
     console.print(
         f"direction written to {output}: refusal layer {r['layer']} {r['position']} (harmful val refusal "
         f"p {r['baseline']['harmful_p']:.3f} -> {r['selected']['bypass_p']:.3f} ablated, KL "
-        f"{r['selected']['kl']:.4f}); guard layers {card['guard']['layers']}; report "
+        f"{r['selected']['kl']:.4f}); guard {_guard_where(card['guard'])}; report "
         f"{output / 'report.html'}",
         markup=False,
         highlight=False,
     )
+
+
+def _names(opt: str, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise RefusalkitError(f"{opt}: give position names such as inst or inst,post-1")
+    return names
+
+
+def _guard_where(g: dict) -> str:
+    pos = g.get("positions") or ["inst"]
+    return f"at {pos[0]}, layers {g['layers']}"
 
 
 def _generate_with(
@@ -373,6 +394,82 @@ def guard_cmd(
     n = write_jsonl_atomic(output, rows)
     console.print(
         f"wrote {n} rows with p_harmful to {output} ({int((p >= 0.5).sum())} at or above 0.5)",
+        markup=False,
+        highlight=False,
+    )
+
+
+@latent_app.command("guard-fit")
+@handle_errors
+def guard_fit_cmd(
+    direction: str = _DIRECTION,
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the artifact with the refitted guard."),
+    harmful_val: str | None = typer.Option(
+        None, help="Harmful validation prompts (default: the extraction's harmful file, rows with split 'val')."
+    ),
+    harmless_val: str | None = typer.Option(
+        None, help="Harmless validation prompts (default: the extraction's harmless file, rows with split 'val')."
+    ),
+    n_val_harmful: int = typer.Option(39),
+    n_val_harmless: int = typer.Option(64),
+    guard_positions: str | None = _GUARD_POSITIONS,
+    guard_method: str = typer.Option("projection", help="'projection' or 'cosine' (see latent extract)."),
+    model: str | None = _MODEL,
+    batch_size: int = typer.Option(8),
+    seed: int = typer.Option(0),
+) -> None:
+    """Refit the Latent Guard of a direction artifact on validation prompts (its positions, layers and threshold),
+    keeping the directions: one forward pass per validation prompt, no re-extraction. Writes a new artifact."""
+    from refusalkit.latent.artifact import load_artifact, save_artifact
+    from refusalkit.latent.extract import load_split
+    from refusalkit.latent.guard import GUARD_METHODS
+    from refusalkit.latent.use import fit_guard_on, load_for
+
+    validate.positive("--n-val-harmful", n_val_harmful)
+    validate.positive("--n-val-harmless", n_val_harmless)
+    validate.positive("--batch-size", batch_size)
+    validate.output_dir("--output", output)
+    if guard_method not in GUARD_METHODS:
+        raise RefusalkitError(f"--guard-method: choose from {', '.join(GUARD_METHODS)}, got {guard_method!r}")
+    names = _names("--guard-positions", guard_positions)
+    art = load_artifact(direction)
+    have = list(art.card.get("positions") or [])
+    if names and [n for n in names if n not in have]:
+        raise RefusalkitError(f"--guard-positions: the artifact has positions {', '.join(have)}, got {guard_positions}")
+    data = art.card.get("data") or {}
+    for opt, given, key in (("--harmful-val", harmful_val, "harmful"), ("--harmless-val", harmless_val, "harmless")):
+        if not given and not data.get(key):
+            raise RefusalkitError(f"{direction}: the card names no {key} prompt file; pass {opt}")
+    hv = load_split(harmful_val or data.get("harmful") or "", None if harmful_val else "val", n_val_harmful, seed)
+    sv = load_split(harmless_val or data.get("harmless") or "", None if harmless_val else "val", n_val_harmless, seed)
+    ids = data.get("ids") or {}
+    train = set(ids.get("train_harmful", [])) | set(ids.get("train_harmless", []))
+    clash = [e.id for e in hv + sv if e.id in train]
+    if clash:
+        raise RefusalkitError(f"{len(clash)} validation prompt(s) were training prompts of the direction: {clash[:3]}")
+    art, hf = load_for(direction, model, batch_size=batch_size)
+    guard = fit_guard_on(
+        hf,
+        art,
+        [e.prompt for e in hv],
+        [e.prompt for e in sv],
+        positions=names,
+        method=guard_method,
+        batch_size=batch_size,
+    )
+    card = {k: v for k, v in art.card.items() if k not in ("kind", "format")}
+    card["guard"] = guard.to_dict()
+    card["guard_fit"] = {
+        "from": str(direction),
+        "harmful_val": harmful_val or data.get("harmful"),
+        "harmless_val": harmless_val or data.get("harmless"),
+        "ids": {"val_harmful": [e.id for e in hv], "val_harmless": [e.id for e in sv]},
+        "positions_allowed": names or have,
+    }
+    save_artifact(output, art.tensors, card)
+    console.print(
+        f"guard refitted on {len(hv)} harmful + {len(sv)} harmless validation prompts: {_guard_where(card['guard'])}"
+        f" (validation AUROC {guard.val_auroc_combined:.3f}); artifact written to {output}",
         markup=False,
         highlight=False,
     )

@@ -49,6 +49,7 @@ class ExtractConfig:
     seed: int = 0
     judge_n: int = 32
     guard_method: str = "projection"  # or "cosine" (Zhao et al.'s score); see latent/guard.py
+    guard_positions: list[str] | None = None  # positions the guard may read (default: all captured; ["inst"]: Zhao's)
 
 
 def _file_sha(path: str) -> str:
@@ -168,10 +169,15 @@ def extract(
     )
 
     say("fitting the Latent Guard on the validation prompts")
-    inst_pos = cap.parse_positions("inst", len(suffix))
     va_prompts = [e.prompt for e in va_h] + [e.prompt for e in va_s]
-    acts = cap.capture(hf, va_prompts, inst_pos, batch_size=bs)[:, :, 0, :]  # [n, L, d]
-    scores = layer_scores(acts, mu_h[:, inst], mu_s[:, inst], cfg.guard_method)
+    acts = cap.capture(hf, va_prompts, pos, batch_size=bs)  # [n, L, P, d]
+    scores = {
+        name: layer_scores(acts[:, :, i], mu_h[:, i], mu_s[:, i], cfg.guard_method)
+        for i, name in enumerate(pos.names)
+        if cfg.guard_positions is None or name in cfg.guard_positions
+    }
+    if not scores:
+        raise RefusalkitError(f"--guard-positions {cfg.guard_positions} names none of the positions {pos.names}")
     labels = np.array([1] * len(va_h) + [0] * len(va_s))
     guard = fit_guard(scores, labels, method=cfg.guard_method)
 

@@ -12,7 +12,7 @@ import torch
 from refusalkit.errors import RefusalkitError
 from refusalkit.latent import capture as cap
 from refusalkit.latent.artifact import DirectionArtifact, load_artifact
-from refusalkit.latent.guard import LatentGuard, layer_scores
+from refusalkit.latent.guard import LatentGuard, fit_guard, layer_scores
 
 VECTORS = ("refusal", "harmfulness")
 
@@ -118,35 +118,84 @@ def guard_of(art: DirectionArtifact) -> LatentGuard:
     return LatentGuard.from_dict(art.card["guard"])
 
 
+def _offsets(art: DirectionArtifact, names: list[str]) -> cap.Positions:
+    have = list(art.card["positions"])
+    offs = list(art.card.get("position_offsets") or [])
+    missing = [n for n in names if n not in have]
+    if missing or len(offs) != len(have):
+        raise RefusalkitError(f"{art.path}: the artifact has no position(s) {', '.join(missing) or names}")
+    return cap.Positions(tuple(offs[have.index(n)] for n in names), tuple(names))
+
+
 def guard_acts(
-    hf: Any, art: DirectionArtifact, prompts: list[Any], *, batch_size: int = 8, system_prompt: str | None = None
-) -> torch.Tensor:
-    """Return the residual stream at ``t_inst`` of ``prompts``, ``[n, k, d]`` for layers ``0..k-1``, where
-    ``k - 1`` is the deepest layer the guard uses (one forward pass each, stopped after that layer)."""
-    upto = max(guard_of(art).layers) + 1
-    pos = cap.parse_positions("inst", len(cap.template_suffix_ids(hf, system_prompt)))
+    hf: Any,
+    art: DirectionArtifact,
+    prompts: list[Any],
+    *,
+    positions: list[str] | None = None,
+    batch_size: int = 8,
+    system_prompt: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Return the residual stream of ``prompts`` at each of ``positions`` (default: the guard's), as position
+    -> ``[n, k, d]`` for layers ``0..k-1``, where ``k - 1`` is the deepest layer the guard uses (one forward
+    pass each, stopped after that layer; every layer when ``positions`` is given)."""
+    names = positions or guard_of(art).position_names
+    upto = int(art.card["model"]["n_layers"]) if positions else max(guard_of(art).layers) + 1
+    pos = _offsets(art, names)
+    if "template_suffix_ids" in art.card:
+        suffix = cap.template_suffix_ids(hf, system_prompt)
+        if len(suffix) != len(art.card["template_suffix_ids"]):
+            raise RefusalkitError(
+                "the chat template puts a different number of tokens after the instruction than when the direction "
+                "was extracted (another --system-prompt?); positions would not match"
+            )
     acts = cap.capture(hf, prompts, pos, batch_size=batch_size, system_prompt=system_prompt, layers=list(range(upto)))
-    return acts[:, :, 0, :]
+    return {n: acts[:, :, i, :] for i, n in enumerate(names)}
 
 
-def scores_of_acts(art: DirectionArtifact, acts: torch.Tensor, method: str | None = None) -> torch.Tensor:
-    """Return the per-layer guard scores ``[n, k]`` of ``guard_acts``' output, computed with ``method`` (by
-    default the guard's own)."""
-    inst = art.card["positions"].index("inst")
-    k = acts.shape[1]
-    return layer_scores(
-        acts, art.tensor("mu_harmful")[:k, inst], art.tensor("mu_harmless")[:k, inst], method or guard_of(art).method
-    )
+def scores_of_acts(
+    art: DirectionArtifact, acts: dict[str, torch.Tensor] | torch.Tensor, method: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Return the per-layer guard scores, position -> ``[n, k]``, of ``guard_acts``' output (a bare tensor is
+    the ``inst`` position's), computed with ``method`` (by default the guard's own)."""
+    names = list(art.card["positions"])
+    m = method or guard_of(art).method
+    out = {}
+    for name, a in ({"inst": acts} if isinstance(acts, torch.Tensor) else acts).items():
+        i, k = names.index(name), a.shape[1]
+        out[name] = layer_scores(a, art.tensor("mu_harmful")[:k, i], art.tensor("mu_harmless")[:k, i], m)
+    return out
 
 
-def guard_layer_scores(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> torch.Tensor:
-    """Return the guard's per-layer scores ``[n, k]`` of ``prompts`` (see ``guard_acts``)."""
+def guard_layer_scores(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> dict[str, torch.Tensor]:
+    """Return the guard's per-layer scores of ``prompts``, position -> ``[n, k]`` (see ``guard_acts``)."""
     return scores_of_acts(art, guard_acts(hf, art, prompts, **kw))
 
 
 def p_harmful(hf: Any, art: DirectionArtifact, prompts: list[Any], **kw: Any) -> np.ndarray:
     """Return the Latent Guard's ``p_harmful`` (0..1) for each prompt."""
     return guard_of(art).p_harmful(guard_layer_scores(hf, art, prompts, **kw))
+
+
+def fit_guard_on(
+    hf: Any,
+    art: DirectionArtifact,
+    harmful: list[Any],
+    harmless: list[Any],
+    *,
+    positions: list[str] | None = None,
+    method: str = "projection",
+    tolerance: float = 0.01,
+    batch_size: int = 8,
+) -> LatentGuard:
+    """Return a Latent Guard fitted on validation prompts (``harmful`` vs ``harmless``) with the artifact's class
+    means, choosing among ``positions`` (default: all the artifact's positions) and layers on them."""
+    if not harmful or not harmless:
+        raise RefusalkitError("fitting the guard needs harmful and harmless validation prompts")
+    names = positions or list(art.card["positions"])
+    acts = guard_acts(hf, art, list(harmful) + list(harmless), positions=names, batch_size=batch_size)
+    labels = np.array([1] * len(harmful) + [0] * len(harmless))
+    return fit_guard(scores_of_acts(art, acts, method), labels, method=method, tolerance=tolerance)
 
 
 def check_export_dest(out_dir: str | Path) -> Path:
