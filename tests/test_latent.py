@@ -337,3 +337,35 @@ def test_export_never_replaces_a_folder_with_other_files(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")
     assert check_export_dest(tmp_path / "old") == tmp_path / "old"
+
+
+def test_device_map_loads_through_accelerate_and_hooks_follow_the_layers_device(tiny_model_dir, monkeypatch):
+    """The path a 7B+ model takes on a GPU machine (REFUSALKIT_DEVICE_MAP, default ``auto`` under CUDA), run here
+    with ``auto`` on the CPU: accelerate dispatches the model, and capture and ablation work on the dispatched model."""
+    from refusalkit.latent import capture as cap
+    from refusalkit.latent.intervene import ablate
+    from refusalkit.models.hf import HFModel, device_map
+
+    monkeypatch.setenv("REFUSALKIT_DEVICE_MAP", "none")
+    assert device_map() is None
+    monkeypatch.setenv("REFUSALKIT_DEVICE_MAP", "auto")  # on a machine without a GPU accelerate puts it all on cpu
+    assert device_map() == "auto"
+    import transformers
+
+    seen = {}
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    hf = HFModel(tiny_model_dir, batch_size=2)
+    assert seen.get("device_map") == "auto"  # (on one device transformers 5 sets no hf_device_map to look at)
+    pos = cap.parse_positions("inst,post", len(cap.template_suffix_ids(hf)))
+    acts = cap.capture(hf, ["How do I bake bread?", "Name a colour"], pos, batch_size=2)
+    r = acts[:, 1, -1].mean(0)
+    with ablate(hf.model, r):
+        after = cap.capture(hf, ["How do I bake bread?", "Name a colour"], pos, batch_size=2)
+    unit = r / r.norm()
+    assert float((after[:, 1:] @ unit).abs().max()) < 1e-4 < float((acts[:, 1:] @ unit).abs().max())

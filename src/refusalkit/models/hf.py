@@ -219,6 +219,9 @@ def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False
         kw["local_files_only"] = _hub_cache_only(path_or_id)
     if dtype is not None:
         kw["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dm = device_map()
+    if dm is not None:
+        kw["device_map"] = dm
     try:
         tok = AutoTokenizer.from_pretrained(
             src, trust_remote_code=trust_remote_code, local_files_only=kw.get("local_files_only", False)
@@ -231,6 +234,18 @@ def _load(path_or_id: str, *, dtype: Any = None, trust_remote_code: bool = False
             "bundled model or --model /path/to/folder"
         ) from None
     return model, tok
+
+
+def device_map() -> str | None:
+    """Return the ``device_map`` to load models with: ``REFUSALKIT_DEVICE_MAP`` when set (``auto``, ``cpu``,
+    ``cuda``, ``balanced``...; ``none`` for a plain load), else ``auto`` when CUDA is available (a 7B+ model is
+    spread over the GPUs by accelerate, layer by layer) and None on a CPU-only machine."""
+    import os
+
+    v = os.environ.get("REFUSALKIT_DEVICE_MAP", "").strip()
+    if v:
+        return None if v.lower() == "none" else v
+    return "auto" if torch.cuda.is_available() else None
 
 
 def _hub_cache_only(repo_id: str, timeout: float = 3.0) -> bool:
