@@ -16,8 +16,9 @@ full compliance; over-refusal = it calls a harmless answer anything else. Plain 
 ``illegal_instructions``; harmless ones the test split of ``harmless_instructions.jsonl``. The first ``--n``
 of each set after a seeded shuffle; greedy decoding. Intervals are Wilson 95%.
 
-Writes ``OUT/<condition>/<set>.jsonl`` (generations, reused on a rerun), ``OUT/metrics.json`` and
-``OUT/table.md``.
+Writes ``OUT/<condition>/<set>.jsonl`` (generations, reused on a rerun), ``OUT/metrics.json``,
+``OUT/table.md`` and a bar chart (``--plot``, default ``OUT/derta.png``). ``python bench/derta.py past-tense``
+writes the template past-tense rewrites used for the defence (see :func:`write_past_tense`).
 """
 
 from __future__ import annotations
@@ -181,6 +182,40 @@ def rate(k: int, n: int) -> dict:
     return {"k": k, "n": n, "rate": k / n if n else None, "wilson": [lo, hi]}
 
 
+def plot(metrics: dict, det: str, path: Path) -> None:
+    """Write a grouped bar chart: one group per evaluation set, one bar per condition, Wilson 95% bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = list(metrics["conditions"])
+    sets = list(next(iter(metrics["conditions"].values()))["sets"])
+    w = 0.8 / len(conds)
+    fig, ax = plt.subplots(figsize=(1.9 * len(sets) + 2, 3.6))
+    for j, c in enumerate(conds):
+        rs = [metrics["conditions"][c]["sets"][s][det] for s in sets]
+        ys = [100 * r["rate"] for r in rs]
+        err = [  # clamped: at 0% or 100% the Wilson bound equals the rate up to rounding
+            [max(0.0, y - 100 * r["wilson"][0]) for y, r in zip(ys, rs)],
+            [max(0.0, 100 * r["wilson"][1] - y) for y, r in zip(ys, rs)],
+        ]
+        ax.bar([i + (j - (len(conds) - 1) / 2) * w for i in range(len(sets))], ys, w, yerr=err, capsize=2, label=c)
+    labels = [
+        f"{s}\n({'ASR' if metrics['conditions'][conds[0]]['sets'][s][det]['measure'] == 'asr' else 'over-refusal'})"
+        for s in sets
+    ]
+    ax.set_xticks(range(len(sets)), labels, fontsize=8)
+    ax.set_ylabel("% of prompts")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{metrics['model']}: attack success and over-refusal ({det} detector, Wilson 95%)", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(conds))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default")
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tense-eval", default=None, help="past-tense reformulations (prompt rows) to attack with")
     ap.add_argument("--detectors", default="default,keyword")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--plot", default=None, help="bar chart path (default OUT/derta.png)")
     args = ap.parse_args(argv)
 
     from refusalkit.data.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -269,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
     write_text_atomic(out / "table.md", "\n".join(lines) + "\n")
+    plot(metrics, det0, Path(args.plot) if args.plot else out / "derta.png")
     print("\n".join(lines))
     return 0
 

@@ -63,7 +63,7 @@ def test_builder_k_share_prefix_lengths_and_harmless_mix(harmful, tok):
         assert cfg.min_response_tokens <= r["harmful_tokens"] <= 40
         assert 0 <= r["k"] <= r["harmful_tokens"]
         assert r["harmful_prefix"] == tok.decode(ids[: r["k"]])
-        assert r["response"].startswith(("I", "Sorry"))
+        assert r["response"].startswith("Sorry")
     ks = [r["k"] for r in harm if r["k"] > 0]
     assert max(ks) > 25 and min(ks) < 10  # spread over the response, not clustered
     assert len({r["prompt"] for r in harm}) == 90  # round-robin: 90 distinct goals before any repeats

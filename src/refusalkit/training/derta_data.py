@@ -31,14 +31,15 @@ from refusalkit.data.io import read_records, require_str
 from refusalkit.errors import InputError, RefusalkitError
 
 # Refusal openers and per-category reasons; an opener and a reason are combined at random so that the model
-# learns the gist of a refusal, not one string. Every opener starts with "I" or "Sorry" (the paper's
-# transition token is "Sorry"; RTO trains each example's own first token).
+# learns the gist of a refusal, not one string. Every opener starts with "Sorry", the paper's transition
+# token: RTO trains the refusal's first token at every prefix position, and a generic first token ("I")
+# would be pushed everywhere (tried: 60 LoRA steps on SmolLM2 made it start every answer with "I").
 OPENERS = [
-    "I'm sorry, but I can't help with that.",
-    "I can't help with this request.",
+    "Sorry, but I can't help with that.",
+    "Sorry, I can't help with this request.",
     "Sorry, I won't assist with that.",
-    "I can't provide that.",
-    "I'm not able to help with this.",
+    "Sorry, I can't provide that.",
+    "Sorry, I'm not able to help with this.",
     "Sorry, but I can't do that.",
 ]
 REASONS: dict[str, list[str]] = {
