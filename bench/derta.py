@@ -192,7 +192,7 @@ def plot(metrics: dict, det: str, path: Path) -> None:
     conds = list(metrics["conditions"])
     sets = list(next(iter(metrics["conditions"].values()))["sets"])
     w = 0.8 / len(conds)
-    fig, ax = plt.subplots(figsize=(1.9 * len(sets) + 2, 3.6))
+    fig, ax = plt.subplots(figsize=(1.9 * len(sets) + 2, 4.0))
     for j, c in enumerate(conds):
         rs = [metrics["conditions"][c]["sets"][s][det] for s in sets]
         ys = [100 * r["rate"] for r in rs]
@@ -209,7 +209,7 @@ def plot(metrics: dict, det: str, path: Path) -> None:
     ax.set_ylabel("% of prompts")
     ax.set_ylim(0, 105)
     ax.set_title(f"{metrics['model']}: attack success and over-refusal ({det} detector, Wilson 95%)", fontsize=9)
-    ax.legend(fontsize=8, ncol=len(conds))
+    ax.legend(fontsize=8, ncol=min(len(conds), 7), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
