@@ -32,20 +32,23 @@ def _groups(
     by_role: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_role[role_of(r.get("expected"))].append(r)
-    return {
-        role: {
-            **group_metrics(
-                [r["verdict"] for r in rs],
-                errors=errors,
-                level=level,
-                n_boot=n_boot,
-                seed=seed,
-                p_refusal=[r["p_refusal"] for r in rs],
-            ),
-            "constructive_rate": _constructive(rs, level),
-        }
-        for role, rs in sorted(by_role.items())
-    }
+    return {role: _rows_metrics(rs, errors, level, n_boot, seed) for role, rs in sorted(by_role.items())}
+
+
+def _rows_metrics(
+    rows: list[dict[str, Any]], errors: ErrorRates | None, level: float, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Return ``group_metrics`` of judged rows plus their ``constructive_rate``."""
+    g = group_metrics(
+        [r["verdict"] for r in rows],
+        errors=errors,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        p_refusal=[r["p_refusal"] for r in rows],
+    )
+    g["constructive_rate"] = _constructive(rows, level)
+    return g
 
 
 def _constructive(rows: list[dict[str, Any]], level: float) -> dict[str, Any] | None:
@@ -87,15 +90,7 @@ def compute_metrics(
         conventions[src] = r.get("convention") or "binary"
     categories = []
     for (src, cat, role), rs in sorted(per_cat.items()):
-        g = group_metrics(
-            [r["verdict"] for r in rs],
-            errors=errors,
-            level=level,
-            n_boot=n_boot,
-            seed=seed,
-            p_refusal=[r["p_refusal"] for r in rs],
-        )
-        g["constructive_rate"] = _constructive(rs, level)
+        g = _rows_metrics(rs, errors, level, n_boot, seed)
         categories.append({"benchmark": src, "category": cat, "role": role, **g})
     return {
         "schema": SCHEMA,
