@@ -170,13 +170,17 @@ class HFModel:
         One forward pass per prompt, no generation: the basis of refusal-token scoring and calibration.
         Raises PromptTooLongError when a prompt does not fit the model's context.
         """
+        from refusalkit.models.prefix import prefix_forward
+
         bs = batch_size or self.batch_size
         self.context.check(prompts, system_prompt=system_prompt)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         rows = []
         for start in range(0, len(prompts), bs):
-            enc = self.encode(prompts[start : start + bs], system_prompt)
-            logits = self.model(**enc).logits[:, -1, :]  # left padding: the last position is real
-            rows.append(logits.float().cpu())
+            texts = [self.render(p, system_prompt) for p in prompts[start : start + bs]]
+            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            # the chat template's shared prefix (system prompt) runs once per batch: ~2x fewer tokens
+            rows.append(prefix_forward(self.model, ids, pad_id=pad))
         return torch.cat(rows) if rows else torch.empty(0, self.model.config.vocab_size)
 
     def next_token_logprobs(self, prompts: list[PromptLike], **kw: Any) -> torch.Tensor:
