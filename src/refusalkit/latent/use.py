@@ -13,34 +13,11 @@ from refusalkit.errors import RefusalkitError
 from refusalkit.latent import capture as cap
 from refusalkit.latent.artifact import DirectionArtifact, load_artifact
 from refusalkit.latent.guard import LatentGuard, fit_guard, layer_scores
+from refusalkit.models.hf import resolve_dtype
 
 VECTORS = ("refusal", "harmfulness")
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16", "model")
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(dtype: str = "auto") -> str | None:
-    """Return the torch dtype name to load with (None: the checkpoint's own).
-
-    ``auto`` picks float32 on a CPU without native bfloat16 arithmetic (there, bf16 matrix products ran 4-5x
-    slower than float32), else the checkpoint's dtype; ``model`` always keeps the checkpoint's.
-    """
-    if dtype not in DTYPES:
-        raise RefusalkitError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    if dtype == "model":
-        return None
-    if dtype == "auto":
-        return None if torch.cuda.is_available() or _cpu_has_bf16() else "float32"
-    return dtype
 
 
 def load_hf(spec: str, *, batch_size: int = 8, dtype: str = "auto") -> Any:
@@ -49,8 +26,8 @@ def load_hf(spec: str, *, batch_size: int = 8, dtype: str = "auto") -> Any:
 
     if ModelSpec.parse(spec).is_endpoint:
         raise RefusalkitError("latent analysis needs the model's weights: give a local model, not an endpoint")
-    dt = resolve_dtype(dtype)
-    return load_model(spec, batch_size=batch_size, **({"dtype": dt} if dt else {}))
+    resolve_dtype(dtype)  # an unknown name fails here, before any weights are read
+    return load_model(spec, batch_size=batch_size, dtype=dtype)
 
 
 def load_for(
