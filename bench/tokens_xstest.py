@@ -33,7 +33,7 @@ def main() -> None:
     from refusalkit.tokens.policy import load_profile, policy_from_profile
 
     rows = list(iter_jsonl(args.data))
-    hf, scheme, ids, _ = load_token_model(args.model, args.adapter, batch_size=args.batch_size)
+    hf, scheme, ids, info = load_token_model(args.model, args.adapter, batch_size=args.batch_size)
     q = score_prompts(hf, [r["prompt"] for r in rows], ids, scheme, batch_size=args.batch_size)
     safe = [r.get("label") == "safe" for r in rows]
     print(f"adapter {args.adapter}; {sum(safe)} safe and {len(rows) - sum(safe)} unsafe XSTest prompts")
@@ -46,7 +46,8 @@ def main() -> None:
     print("AUROC unsafe vs safe: " + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items()))
     out: dict = {"auroc": auroc}
     for name in args.profiles:
-        refused = policy_from_profile(load_profile(name)).refuses(q)
+        # a shipped name is looked up in this adapter's profiles/ (the subject model's adapter has its own)
+        refused = policy_from_profile(load_profile(name, info["adapter"])).refuses(q)
         res = {}
         for part, keep in (("safe", True), ("unsafe", False)):
             k = int(sum(x for x, s in zip(refused, safe) if s == keep))

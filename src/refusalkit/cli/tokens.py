@@ -59,8 +59,24 @@ def train_cmd(
         help="After SFT, refit the control-token rows on the decision (one forward "
         "pass per prompt; separates the categories).",
     ),
+    head_only: bool = typer.Option(
+        False,
+        "--head-only",
+        help="No LoRA: fit only the control tokens' output rows as a decision head on the frozen model "
+        "(one cached forward pass per prompt; CPU-friendly for larger models).",
+    ),
+    head_l2: str | None = typer.Option(
+        None,
+        help="--head-only: comma-separated L2 values tried, the best on the data's val split kept "
+        "(default 1e-4,1e-3,1e-2,0.1,1; without a val split the first, default 0.01).",
+    ),
+    refusal_opener: str | None = typer.Option(
+        None,
+        help="--head-only: the text a refusal starts with (the model continues it); default: one per category.",
+    ),
 ) -> None:
-    """Train a LoRA adapter that adds refusal tokens; rerunning the same command resumes."""
+    """Train a LoRA adapter that adds refusal tokens (or, with --head-only, a decision head on the frozen
+    model); rerunning the same command resumes."""
     from refusalkit.tokens.data import default_coconot_path
 
     data = data or str(default_coconot_path())
@@ -83,6 +99,19 @@ def train_cmd(
     validate.output_dir("--work-dir", work_dir)
     from refusalkit.errors import RefusalkitError
     from refusalkit.models.spec import ModelSpec
+
+    l2_values: list[float] | None = None
+    if head_l2 is not None:
+        try:
+            l2_values = [float(x) for x in head_l2.split(",") if x.strip()]
+        except ValueError:
+            raise RefusalkitError(f"--head-l2 must be comma-separated numbers, got {head_l2!r}") from None
+        if not l2_values or any(not (v >= 0 and v < float("inf")) for v in l2_values):
+            raise RefusalkitError(f"--head-l2 values must be finite numbers >= 0, got {head_l2!r}")
+    if not head_only and (head_l2 is not None or refusal_opener is not None):
+        raise RefusalkitError("--head-l2 and --refusal-opener apply to --head-only training only")
+    if refusal_opener is not None and not refusal_opener.strip():
+        raise RefusalkitError("--refusal-opener must not be empty")
 
     spec = ModelSpec.parse(model)
     if spec.is_endpoint:
@@ -111,7 +140,26 @@ def train_cmd(
         seed=seed,
         save_steps=save_steps,
         refine_rows=refine_rows,
+        head_only=head_only,
+        head_l2=l2_values,
+        refusal_opener=refusal_opener,
     )
+    if head_only:
+        from refusalkit.tokens.head import train_head
+
+        info = train_head(cfg, output, work_dir=work_dir, log=_log, fresh=fresh)
+        h = info["head"]
+        val = (
+            f", val loss {h['val_loss']:.3f} (accuracy {h['val_accuracy']:.3f})"
+            if h.get("val_loss") is not None
+            else ""
+        )
+        console.print(
+            f"decision head written to {output} ({info['n_train']} prompts, L2 {h['l2']:g}, decision loss "
+            f"{h['decision_loss_after']:.3f}{val}; {info['train_seconds']:.0f}s); tokens: {', '.join(info['token_ids'])}",
+            markup=False,
+        )
+        return
     info = train_tokens(cfg, output, work_dir=work_dir, log=_log, fresh=fresh)
     if info:
         console.print(
@@ -176,6 +224,25 @@ def _load(model: str, adapter: str | None, batch_size: int = 16):
     return load_token_model(model, adapter, batch_size=batch_size)
 
 
+def _check_adapter(model: str, adapter: str) -> None:
+    """Raise RefusalkitError (before any model loads) when ``adapter`` is not a usable adapter folder, or
+    ``bundled`` names none for a local ``model``; an endpoint's adapter is checked where it is read."""
+    if not _is_endpoint(model):
+        from refusalkit.tokens.model import resolve_adapter
+
+        resolve_adapter(adapter, model)
+
+
+def _profile_home(model: str, adapter: str) -> Path:
+    """Return the adapter folder whose ``profiles/`` a shipped profile name is looked up in: the adapter
+    shipped for ``model`` (``bundled``; for an endpoint, the bundled model's), else the adapter folder."""
+    from refusalkit.tokens.model import bundled_adapter_dir
+
+    if adapter != "bundled":
+        return Path(adapter)
+    return bundled_adapter_dir("default" if _is_endpoint(model) else model)
+
+
 def _is_endpoint(model: str) -> bool:
     from refusalkit.models.spec import ModelSpec
 
@@ -229,6 +296,7 @@ def score_cmd(
     validate.positive("--concurrency", concurrency)
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     exs = _examples(input, limit)
+    _check_adapter(model, adapter)
     from refusalkit.models.context import check_examples
 
     check_examples(model, exs)
@@ -386,7 +454,7 @@ def generate_cmd(
     from refusalkit.data.io import write_jsonl_atomic
     from refusalkit.models.base import GenerationConfig
     from refusalkit.runs import RunStore, run_resumable
-    from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond
+    from refusalkit.tokens.generate import PolicyModel, answer_model_for, emits_respond, refusal_openers
     from refusalkit.tokens.policy import Policy, load_profile, policy_from_profile
 
     validate.generation(max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
@@ -395,7 +463,7 @@ def generate_cmd(
     validate.output_file("--output", output, inputs=[validate.input_path(input)])
     validate.output_dir("--run-dir", run_dir)
     exs = _examples(input, limit)
-    prof = load_profile(profile) if profile else None
+    prof = load_profile(profile, _profile_home(model, adapter)) if profile else None
     from refusalkit.errors import RefusalkitError
 
     if prof is None and rule not in (None, "argmax", "free", "threshold", "set"):
@@ -403,6 +471,7 @@ def generate_cmd(
     if prof is None and rule == "threshold" and not thresholds:
         raise RefusalkitError("--rule threshold needs --thresholds 'CATEGORY=T,...'")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
+    _check_adapter(model, adapter)
     from refusalkit.models.context import check_examples
 
     check_examples(model, exs, max_new_tokens=max_new_tokens)
@@ -452,6 +521,7 @@ def generate_cmd(
             ids,
             emit_respond=emits_respond(info),
             answer_model=answer_model_for(model, info, batch_size) if policy is not None else None,
+            refusal_openers=refusal_openers(info, scheme),
         )
 
     t0 = time.perf_counter()

@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from refusalkit.models.base import Generation, GenerationConfig, PromptLike
+from refusalkit.tokens.model import is_head_adapter
 from refusalkit.tokens.policy import Policy, RefusalTokenProcessor
+from refusalkit.tokens.scheme import TokenScheme
+
+#: the refusal opener of a decision head whose card names none
+DEFAULT_OPENER = "I'm sorry, but I can't help with that"
 
 
 class PolicyModel:
@@ -16,6 +21,9 @@ class PolicyModel:
     ``refused`` and ``probs`` (control token -> probability at the first position). ``policy=None``
     generates freely (the model picks its own first token) and records nothing. ``answer_model`` (an
     HFModel of the base model) writes the answers the policy decides to give (``meta["answered_by"]``).
+    ``refusal_openers`` (refusal token -> text; decision heads on a frozen model, see
+    :func:`refusal_openers`) makes a refusal start with its opener, which the model continues, instead of
+    the control token; the decision is still recorded in ``meta``.
     """
 
     def __init__(
@@ -27,6 +35,7 @@ class PolicyModel:
         name: str | None = None,
         emit_respond: bool = True,
         answer_model: Any = None,
+        refusal_openers: dict[str, str] | None = None,
     ):
         self.hf = hf
         self.answer_model = answer_model
@@ -34,7 +43,15 @@ class PolicyModel:
         self.token_ids = token_ids
         # with an answer model, the adapter's text after [respond] would be thrown away: end those rows at once
         end_id = hf.tokenizer.eos_token_id if answer_model is not None and policy is not None else None
-        self.processor = RefusalTokenProcessor(policy, token_ids, emit_respond=emit_respond, end_id=end_id)
+        prefixes = None
+        if refusal_openers is not None:
+            # the opener follows the assistant header directly, as a prefilled answer would
+            prefixes = {
+                t: hf.tokenizer(text, add_special_tokens=False)["input_ids"] for t, text in refusal_openers.items()
+            }
+        self.processor = RefusalTokenProcessor(
+            policy, token_ids, emit_respond=emit_respond, end_id=end_id, refusal_prefixes=prefixes
+        )
         self.name = name or hf.name
 
     def generate(
@@ -116,14 +133,31 @@ def _decision(rec: dict[str, Any]) -> dict[str, Any]:
 def emits_respond(info: dict[str, Any]) -> bool:
     """Return whether ``[respond]`` should be written before answers for an adapter (its ``refusal_tokens.json``
     info): yes when training taught the text after it (``respond_target="self"``), no when the loss covered
-    the control token only (the answer then starts without it)."""
+    the control token only (the answer then starts without it) or for a decision head (the frozen model
+    never saw the token)."""
+    if is_head_adapter(info):
+        return False
     return (info.get("config") or {}).get("respond_target", "self") != "token"
+
+
+def refusal_openers(info: dict[str, Any], scheme: TokenScheme) -> dict[str, str] | None:
+    """Return ``{refusal token: opener text}`` for a decision head (its card's ``refusal_openers``: per
+    token, ``"*"`` for the others), None for a LoRA adapter (it writes its refusals after the token itself).
+
+    The frozen model under a decision head has never seen a control token as input, so a refusal is written
+    by the model continuing this opener (``PolicyModel(refusal_openers=...)``)."""
+    if not is_head_adapter(info):
+        return None
+    given = info.get("refusal_openers") or {}
+    fallback = given.get("*") or DEFAULT_OPENER
+    return {t: given.get(t) or fallback for t in scheme.refusal_tokens}
 
 
 def answer_model_for(model_spec: str, info: dict[str, Any], batch_size: int = 16) -> Any:
     """Return the base model that writes answers for an adapter trained with the loss on the control
-    token only (None for adapters that learned answers after ``[respond]``)."""
-    if emits_respond(info) or info.get("adapter") is None:
+    token only (None for adapters that learned answers after ``[respond]``, and for decision heads, whose
+    model is the base model already)."""
+    if emits_respond(info) or info.get("adapter") is None or is_head_adapter(info):
         return None
     from refusalkit.models.spec import load_model
 

@@ -195,8 +195,12 @@ class RefusalTokenProcessor:
     model starts its answer itself, control tokens masked (for adapters trained with the loss on the
     control token only, whose ``[respond]`` was never followed by text in training). With ``end_id`` (the
     end-of-sequence token) a ``[respond]`` row ends at once instead: another model writes its answer, and a
-    batch whose rows all answer stops after one step rather than generating text that is thrown away. A new ``generate`` call is recognised by its prompt (the stored prompt is no longer a
-    prefix of the inputs), so one processor can serve many calls. :attr:`records` holds, per row of each
+    batch whose rows all answer stops after one step rather than generating text that is thrown away. With
+    ``refusal_prefixes`` (refusal token -> token ids; for decision heads on a frozen model, which has never
+    seen a control token as input) a refusal is not written as its token: the row is forced through the
+    token ids of a refusal opener instead, and the model continues it in its own words. A new ``generate``
+    call is recognised by its prompt (the stored prompt is no longer a prefix of the inputs), so one
+    processor can serve many calls. :attr:`records` holds, per row of each
     call, the chosen token, its category and the control-token probabilities.
     """
 
@@ -207,10 +211,15 @@ class RefusalTokenProcessor:
         *,
         emit_respond: bool = True,
         end_id: int | None = None,
+        refusal_prefixes: dict[str, list[int]] | None = None,
     ):
         self.policy = policy
         self.emit_respond = emit_respond
         self.end_id = end_id
+        if refusal_prefixes is not None and any(not v for v in refusal_prefixes.values()):
+            raise RefusalkitError("a refusal opener must have at least one token")
+        self.refusal_prefixes = refusal_prefixes
+        self._forced: list[list[int]] = []  # per row of the current call: the token ids still to force
         self.tokens = policy.scheme.tokens if policy is not None else list(token_ids)
         self.ids = [token_ids[t] for t in self.tokens]
         self.records: list[dict[str, Any]] = []
@@ -220,6 +229,7 @@ class RefusalTokenProcessor:
         """Forget the stored prompt and records."""
         self.records = []
         self._prompt = None
+        self._forced = []
 
     def _is_first(self, input_ids: Any) -> bool:
         import torch
@@ -237,9 +247,14 @@ class RefusalTokenProcessor:
             # control tokens belong to the first response position only; their output rows are fitted
             # for that position and would otherwise keep winning later (one indexed write per step)
             scores[:, self.ids] = float("-inf")
+            if self._forced and self._prompt is not None:
+                self._force_prefix(input_ids.shape[1] - self._prompt.shape[1], scores)
             return scores
         self._prompt = input_ids.clone()
+        self._forced = []
         if self.policy is None:
+            if self.refusal_prefixes is not None:
+                scores[:, self.ids] = float("-inf")  # a frozen model's free answer never starts with a control token
             return scores
         q = control_probs(scores, self.ids, self.policy.temperature)
         choice = self.policy.decide(q)
@@ -247,7 +262,16 @@ class RefusalTokenProcessor:
         rows = torch.arange(scores.shape[0], device=scores.device)
         cols = torch.as_tensor([self.ids[c] for c in choice], device=scores.device)
         forced[rows, cols] = 0.0
-        if self.end_id is not None:
+        if self.refusal_prefixes is not None:
+            # a refusal row starts the opener instead of its token; [respond] rows answer as the model would
+            self._forced = [
+                self.refusal_prefixes.get(self.tokens[c], []) if c != len(self.ids) - 1 else [] for c in choice
+            ]
+            free = scores.clone()
+            free[:, self.ids] = float("-inf")
+            forced = free
+            self._force_prefix(0, forced)
+        elif self.end_id is not None:
             # [respond] rows end here: their answer is written by another model (PolicyModel.answer_model)
             respond_rows = torch.as_tensor(choice == len(self.ids) - 1, device=scores.device)
             end = torch.full_like(scores, float("-inf"))
@@ -271,24 +295,34 @@ class RefusalTokenProcessor:
             )
         return forced
 
+    def _force_prefix(self, step: int, scores: Any) -> None:
+        """Force, in place, each refusal row's opener token number ``step`` (rows past their opener are free)."""
+        for i, ids in enumerate(self._forced):
+            if step < len(ids):
+                scores[i, :] = float("-inf")
+                scores[i, ids[step]] = 0.0
 
-def load_profile(path: str | os.PathLike) -> dict[str, Any]:
-    """Return a calibration profile's JSON (a path, or the name of a profile shipped with the bundled adapter).
+
+def load_profile(path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Return a calibration profile's JSON: a path, or the name of a profile shipped in ``adapter_dir/profiles``
+    (default: the bundled model's adapter; an adapter folder without that name falls back to it).
 
     Raises RefusalkitError for a missing or malformed profile.
     """
+    from refusalkit.artifacts import verify
     from refusalkit.tokens.model import bundled_adapter_dir
 
     p = Path(path)
     if not p.is_file():
-        q = bundled_adapter_dir() / "profiles" / f"{path}.json"
-        if q.is_file():
-            from refusalkit.artifacts import verify
-
-            verify(bundled_adapter_dir())  # a shipped profile is part of the adapter's manifest
-            p = q
+        homes = [Path(adapter_dir)] if adapter_dir is not None else []
+        if not any((h / "profiles" / f"{path}.json").is_file() for h in homes):
+            homes.append(bundled_adapter_dir())
+        home = next((h for h in homes if (h / "profiles" / f"{path}.json").is_file()), None)
+        if home is not None:
+            verify(home)  # a shipped profile is part of the adapter's manifest
+            p = home / "profiles" / f"{path}.json"
         else:
-            names = sorted(x.stem for x in (bundled_adapter_dir() / "profiles").glob("*.json"))
+            names = sorted({x.stem for h in homes for x in (h / "profiles").glob("*.json")} - {"curves"})
             raise RefusalkitError(
                 f"no profile {str(path)!r}: neither a file nor a shipped profile ({', '.join(names) or 'none shipped'})"
             )

@@ -59,6 +59,10 @@ class TrainConfig:
     logging_steps: int = 5
     max_steps: int = -1
     refine_rows: bool = True
+    # decision head on the frozen model (tokens/head.py): no LoRA, only the control tokens' output rows
+    head_only: bool = False
+    head_l2: list[float] | None = None  # L2 values tried (chosen on the val split); None: HEAD_L2_GRID
+    refusal_opener: str | None = None  # one opener for every refusal token; None: per-category defaults
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -196,6 +200,75 @@ def balanced_loss(control_ids: list[int]) -> Callable[..., Any]:
     return loss_fn
 
 
+def final_hidden_states(model: Any, enc: dict[str, Any]) -> Any:
+    """Return ``[batch, d]`` float32: the final hidden state (after the last norm, what the output layer
+    reads) at the last position of a left-padded batch ``enc``; ``model`` may be wrapped by peft."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = base.model(**enc) if hasattr(base, "model") else base(**enc)
+    return out.last_hidden_state[:, -1, :].float()
+
+
+def other_logsumexp(H: Any, W: Any, control_ids: list[int], *, chunk: int = 256) -> Any:
+    """Return, per row of ``H``, the logsumexp of the logits ``H @ W.T`` over every vocabulary row except
+    ``control_ids``: the part of the first-position softmax that a decision-row fit keeps fixed. Computed
+    ``chunk`` rows at a time, so a 150k-token vocabulary never needs an ``[n, vocab]`` matrix."""
+    import torch
+
+    other = torch.ones(W.shape[0], dtype=torch.bool)
+    other[torch.tensor(control_ids)] = False
+    Wo = W[other].float()
+    with torch.no_grad():
+        return torch.cat([torch.logsumexp(H[s : s + chunk] @ Wo.T, dim=1) for s in range(0, len(H), chunk)])
+
+
+def decision_loss(H: Any, fixed_lse: Any, y: Any, E: Any) -> float:
+    """Return the mean cross-entropy of the decisions ``y`` (indices into the rows ``E``) when the rows ``E``
+    join the rest of the vocabulary (``fixed_lse``) at the first position."""
+    import torch
+
+    with torch.no_grad():
+        return float(_decision_ce(H, fixed_lse, y, E))
+
+
+def _decision_ce(H: Any, fixed_lse: Any, y: Any, E: Any) -> Any:
+    import torch
+
+    z = H @ E.T
+    lse = torch.logsumexp(torch.cat([z, fixed_lse[:, None]], 1), dim=1)
+    return (lse - z[torch.arange(len(y)), y]).mean()
+
+
+def fit_output_rows(H: Any, fixed_lse: Any, y: Any, E0: Any, *, l2: float, steps: int = 300) -> dict[str, Any]:
+    """Fit the control tokens' output rows as the decision's output layer; return ``{"rows": E, figures}``.
+
+    The first-position logits of the control tokens are ``H @ E.T`` (H: the last prompt position's final
+    hidden states) and the rest of the vocabulary enters through ``fixed_lse`` (:func:`other_logsumexp`), so
+    fitting ``E`` to the decisions ``y`` is a convex multinomial logistic regression over the whole
+    vocabulary, solved with L-BFGS from ``E0`` with an L2 pull ``l2 * |E - E0|^2`` (per row, averaged) towards it.
+    """
+    import torch
+
+    E = E0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([E], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = _decision_ce(H, fixed_lse, y, E) + l2 * ((E - E0) ** 2).sum(1).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    Ef = E.detach()
+    return {
+        "decision_loss_before": decision_loss(H, fixed_lse, y, E0),
+        "decision_loss_after": decision_loss(H, fixed_lse, y, Ef),
+        "train_accuracy": float(((H @ Ef.T).argmax(1) == y).float().mean()),
+        "relative_row_change": float((Ef - E0).norm(dim=1).mean() / E0.norm(dim=1).mean().clamp_min(1e-12)),
+        "l2": l2,
+        "rows": Ef,
+    }
+
+
 def refine_decision_rows(
     model: Any,
     tokenizer: Any,
@@ -208,18 +281,16 @@ def refine_decision_rows(
     batch_size: int = 16,
     log: Callable[[str], None] = _log.info,
 ) -> dict[str, Any]:
-    """Refit the control-token rows as the decision's output layer; return the fit's figures and the
-    fitted output rows (``"rows"``: token id -> tensor).
+    """Refit the control-token rows as the decision's output layer after SFT; return the fit's figures and
+    the fitted output rows (``"rows"``: token id -> tensor).
 
-    With the trained weights fixed, the first-position logits of the control tokens are ``h . e_k`` (h:
-    the last prompt position's final hidden state). Fitting the rows ``e_k`` to the tagged decisions is a
-    convex multinomial logistic regression over the whole vocabulary (the other rows fixed), solved here
-    with L-BFGS from the trained rows and an L2 pull towards them (the same rows are the tokens' input
-    embeddings, which the text after the token was trained with). Short SFT runs learn refuse-vs-respond
-    well but separate the categories slowly, because their rows start equal; this step separates them at
-    the cost of one forward pass per training prompt. The fitted rows are *output* rows only: written into
-    the tied matrix they also moved the input embeddings (by 2x their norm) and the model then wrote
-    nothing after a refusal token, so the loader unties the output layer instead (:mod:`tokens.model`).
+    With the trained weights fixed this is :func:`fit_output_rows`, started from the trained rows with the
+    L2 pull towards them (the same rows are the tokens' input embeddings, which the text after the token was
+    trained with). Short SFT runs learn refuse-vs-respond well but separate the categories slowly, because
+    their rows start equal; this step separates them at the cost of one forward pass per training prompt.
+    The fitted rows are *output* rows only: written into the tied matrix they also moved the input
+    embeddings (by 2x their norm) and the model then wrote nothing after a refusal token, so the loader
+    unties the output layer instead (:mod:`tokens.model`).
     """
     import torch
 
@@ -229,9 +300,9 @@ def refine_decision_rows(
     target_map = {tid: j for j, tid in enumerate(order)}
     hs: list[torch.Tensor] = []
     prompts = [ex["prompt"] for ex in tagged]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.no_grad():
         tokenizer.padding_side = "left"
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         for s in range(0, len(prompts), batch_size):
             enc = tokenizer(
                 [render(p) for p in prompts[s : s + batch_size]],
@@ -239,13 +310,10 @@ def refine_decision_rows(
                 padding=True,
                 add_special_tokens=False,
             )
-            out = base.model(**enc) if hasattr(base, "model") else base(**enc)
-            hs.append(out.last_hidden_state[:, -1, :].float())
+            hs.append(final_hidden_states(model, enc))
         H = torch.cat(hs)
         W = base.get_output_embeddings().weight.detach().float()
-        other = torch.ones(W.shape[0], dtype=torch.bool)
-        other[rows_idx] = False
-        fixed_lse = torch.logsumexp(H @ W[other].T, dim=1)  # the rest of the vocabulary, constant in the fit
+        fixed_lse = other_logsumexp(H, W, order)  # the rest of the vocabulary, constant in the fit
     y = torch.tensor([target_map[token_ids[ex["token"]]] for ex in tagged])
     emb = base.get_input_embeddings()
     layer = getattr(emb, "token_adapter", None)
@@ -255,38 +323,14 @@ def refine_decision_rows(
         E0 = torch.stack([layer.trainable_tokens_delta[name][idx.index(t)].detach().float() for t in order])
     else:
         E0 = W[rows_idx].clone()
-    E = E0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([E], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def ce(E_: Any) -> Any:
-        z = H @ E_.T
-        lse = torch.logsumexp(torch.cat([z, fixed_lse[:, None]], 1), dim=1)
-        return (lse - z[torch.arange(len(y)), y]).mean()
-
-    before = float(ce(E0))
-
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = ce(E) + l2 * ((E - E0) ** 2).sum(1).mean()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    after = float(ce(E.detach()))
-    acc = float(((H @ E.detach().T).argmax(1) == y).float().mean())
-    shift = float((E.detach() - E0).norm(dim=1).mean() / E0.norm(dim=1).mean())
+    fit = fit_output_rows(H, fixed_lse, y, E0, l2=l2, steps=steps)
+    E = fit.pop("rows")
     log(
-        f"refined the control-token rows on {len(y)} prompts: decision loss {before:.3f} -> {after:.3f}, "
-        f"train accuracy {acc:.3f}, mean relative row change {shift:.3f}"
+        f"refined the control-token rows on {len(y)} prompts: decision loss {fit['decision_loss_before']:.3f} -> "
+        f"{fit['decision_loss_after']:.3f}, train accuracy {fit['train_accuracy']:.3f}, "
+        f"mean relative row change {fit['relative_row_change']:.3f}"
     )
-    return {
-        "decision_loss_before": before,
-        "decision_loss_after": after,
-        "train_accuracy": acc,
-        "relative_row_change": shift,
-        "l2": l2,
-        "rows": {tid: E[j].detach().clone() for j, tid in enumerate(order)},
-    }
+    return {**fit, "rows": {tid: E[j].clone() for j, tid in enumerate(order)}}
 
 
 def _loss_curve(log_file: Path, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -316,6 +360,40 @@ def _latest_checkpoint(ckpt_dir: Path) -> str | None:
     return str(cks[-1]) if cks else None
 
 
+def prepare_run(cfg: TrainConfig, out: Path) -> tuple[TokenScheme, dict[str, list[LabelledPrompt]]]:
+    """Read ``cfg.data``, derive the token scheme and the splits, and start the adapter folder ``out``
+    (its old manifest removed, ``splits.json`` written); return ``(scheme, splits)``.
+
+    Raises InputError/RefusalkitError (before anything is written) for bad rows, a refusal category the
+    scheme lacks, or a training split without prompts to refuse.
+    """
+    items = read_labelled(cfg.data)
+    scheme = scheme_for(items, cfg)
+    for it in items:
+        if it.refuse:
+            scheme.refusal_token(it.category)  # fail early on a category the scheme lacks
+    splits = stratified_split(items, seed=cfg.seed, fractions=tuple(cfg.split_fractions))  # type: ignore[arg-type]
+    if not any(it.refuse for it in splits["train"]):
+        raise RefusalkitError(f"{cfg.data}: the training split has no prompts to refuse")
+    out.mkdir(parents=True, exist_ok=True)
+    # The adapter folder is rewritten below: drop its manifest first, so an interrupted run never leaves a
+    # folder whose manifest vouches for a mix of old and new files.
+    (out / MANIFEST).unlink(missing_ok=True)
+    write_text_atomic(
+        out / "splits.json",
+        json.dumps(
+            {
+                "seed": cfg.seed,
+                "fractions": list(cfg.split_fractions),
+                "data": str(cfg.data),
+                **{k: sorted(it.id for it in v) for k, v in splits.items()},
+            },
+            indent=0,
+        ),
+    )
+    return scheme, splits
+
+
 def train_tokens(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -340,30 +418,8 @@ def train_tokens(
     if fresh:
         _remove_training_state(work)
     work.mkdir(parents=True, exist_ok=True)
-    items = read_labelled(cfg.data)
-    scheme = scheme_for(items, cfg)
-    for it in items:
-        if it.refuse:
-            scheme.refusal_token(it.category)  # fail early on a category the scheme lacks
-    splits = stratified_split(items, seed=cfg.seed, fractions=tuple(cfg.split_fractions))  # type: ignore[arg-type]
+    scheme, splits = prepare_run(cfg, out)
     train_items = splits["train"]
-    if not any(it.refuse for it in train_items):
-        raise RefusalkitError(f"{cfg.data}: the training split has no prompts to refuse")
-    # The adapter folder is rewritten below: drop its manifest first, so an interrupted run never leaves a
-    # folder whose manifest vouches for a mix of old and new files.
-    (out / MANIFEST).unlink(missing_ok=True)
-    write_text_atomic(
-        out / "splits.json",
-        json.dumps(
-            {
-                "seed": cfg.seed,
-                "fractions": list(cfg.split_fractions),
-                "data": str(cfg.data),
-                **{k: sorted(it.id for it in v) for k, v in splits.items()},
-            },
-            indent=0,
-        ),
-    )
 
     answers: dict[str, dict[str, Any]] = {}
     need = [it for it in train_items if not it.refuse and not it.response]
