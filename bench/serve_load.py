@@ -10,7 +10,11 @@ latency, requests/s and completion tokens/s, plus each scenario's throughput rel
 (dynamic batching) and one with ``--max-batch 1`` (one request at a time), so the two are side by side.
 ``--modes batched,policy,policy-mixed`` gives the policy overhead: the same model with refusal-token control
 (``--adapter bundled --profile balanced``), every request under the server default, then requests
-alternating two profiles in their ``refusal`` field.
+alternating two profiles in their ``refusal`` field. ``policy-respond`` and ``policy-respond-mixed`` send
+thresholds that refuse nothing (1, and alternately 1 and 0.9999): the answers are the ``batched`` ones, so
+their completion tokens/s against ``batched`` is the cost of the policy alone (a refusal is shorter than an
+answer, which lowers tokens/s under ``balanced`` whatever the policy costs). Every row also reports how
+many answers the policy refused.
 
     python bench/serve_load.py --model default --clients 1,16,64 --requests 2 --max-tokens 8 --modes batched,serial
 
@@ -60,11 +64,19 @@ MODES = {
     "serial": ["--max-batch", "1"],
     # refusal-token control (issue 18): the bundled adapter, every request under the server default profile
     "policy": ["--adapter", "bundled", "--profile", "balanced"],
-    # the same server, each request naming its own profile (two alternating: they never share a batch)
+    # the same server, each request naming its own profile (two alternating)
     "policy-mixed": ["--adapter", "bundled", "--profile", "balanced"],
+    # the same server, every threshold 1 (nothing refused: the same answers as `batched`, so the
+    # completion tokens/s ratio is the policy's cost alone); -mixed alternates thresholds 1 and 0.9999
+    "policy-respond": ["--adapter", "bundled", "--profile", "balanced"],
+    "policy-respond-mixed": ["--adapter", "bundled", "--profile", "balanced"],
 }
 # the 'refusal' body field sent per request in a mode, cycled by request number (none: the server default)
-REFUSAL_FIELDS = {"policy-mixed": [{"profile": "balanced"}, {"profile": "strict"}]}
+REFUSAL_FIELDS = {
+    "policy-mixed": [{"profile": "balanced"}, {"profile": "strict"}],
+    "policy-respond": [{"thresholds": {"*": 1.0}}],
+    "policy-respond-mixed": [{"thresholds": {"*": 1.0}}, {"thresholds": {"*": 0.9999}}],
+}
 
 
 def loopback_only(url: str) -> str:
@@ -126,13 +138,14 @@ async def scenario(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     tokens = 0
+    refused = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(
         timeout=request_timeout, limits=limits, headers={"Authorization": f"Bearer {key}"}
     ) as http:
 
         async def client(c: int) -> None:
-            nonlocal tokens
+            nonlocal tokens, refused
             for r in range(per_client):
                 if time.time() > deadline:
                     errors["not sent (run time limit)"] = errors.get("not sent (run time limit)", 0) + 1
@@ -155,7 +168,9 @@ async def scenario(
                     errors[f"HTTP {resp.status_code}"] = errors.get(f"HTTP {resp.status_code}", 0) + 1
                     continue
                 latencies.append(dt)
-                tokens += resp.json()["usage"]["completion_tokens"]
+                answer = resp.json()
+                tokens += answer["usage"]["completion_tokens"]
+                refused += bool((answer.get("refusal") or {}).get("refused"))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
@@ -173,6 +188,7 @@ async def scenario(
         "max_s": round(max(latencies), 3) if latencies else None,
         "requests_per_s": round(len(latencies) / wall, 3),
         "tokens_per_s": round(tokens / wall, 2),
+        "refused": refused,
     }
 
 
@@ -184,7 +200,8 @@ def main() -> None:
         default="batched,serial",
         help="Servers to start, one after another: batched (the default server), serial (--max-batch 1), "
         "policy (--adapter bundled --profile balanced: refusal-token control on every request), policy-mixed "
-        "(the same server, requests alternating 'refusal' profiles balanced and strict).",
+        "(the same server, requests alternating 'refusal' profiles balanced and strict), policy-respond / "
+        "policy-respond-mixed (thresholds that refuse nothing: the policy's cost alone).",
     )
     ap.add_argument("--url", default=None, help="Measure this running server (loopback only) instead.")
     ap.add_argument("--clients", default="1,16,64", help="Comma-separated client counts, one scenario each.")
@@ -253,13 +270,16 @@ def main() -> None:
         if args.url:
             break
     print(f"model {args.model}, max_tokens {args.max_tokens}, greedy; loopback server\n")
-    print("| server | clients | requests | errors | p50 s | p95 s | max s | requests/s | tokens/s | vs 1 client |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| server | clients | requests | errors | refused | p50 s | p95 s | max s | requests/s | tokens/s | vs 1 client |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         base = next((b["requests_per_s"] for b in results if b["clients"] == 1 and b["mode"] == r["mode"]), None)
         ratio = f"{r['requests_per_s'] / base:.2f}x" if base else "-"
         print(
-            f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_s']} | {r['p95_s']} | "
+            f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['refused']} | {r['p50_s']} | "
+            f"{r['p95_s']} | "
             f"{r['max_s']} | {r['requests_per_s']} | {r['tokens_per_s']} | {ratio} |"
         )
     if args.json:

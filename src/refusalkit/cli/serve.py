@@ -127,6 +127,21 @@ def register(app: typer.Typer) -> None:
             help="A calibration profile (JSON, from `tokens calibrate`) requests may name; repeatable. "
             "Named by its 'name' field.",
         ),
+        guard: Path | None = typer.Option(
+            None,
+            "--guard",
+            help="Guard pre-filter: a Latent Guard artifact (from `latent extract` / `latent guard-fit`) or a "
+            "prompt predictor (from `predict train` / `predict bootstrap`) made for the served model.",
+        ),
+        guard_action: str = typer.Option(
+            "refuse",
+            "--guard-action",
+            help="What a flagged prompt gets: 'refuse' (a fixed refusal, nothing generated) or 'flag' "
+            "(generated as usual); the response carries a 'guard' object either way.",
+        ),
+        guard_threshold: float = typer.Option(
+            0.5, "--guard-threshold", help="A prompt is flagged when the guard's score (0..1) reaches this."
+        ),
     ) -> None:
         """Serve a local model at /v1/chat/completions (OpenAI-compatible), with /health and /metrics."""
         from refusalkit.models.spec import ModelSpec
@@ -136,6 +151,14 @@ def register(app: typer.Typer) -> None:
             raise RefusalkitError("serve needs a local model, not an endpoint")
         if adapter is None and (profile is not None or profile_file):
             raise RefusalkitError("--profile and --profile-file need --adapter (a refusal-token adapter)")
+        if guard is None and (guard_action != "refuse" or guard_threshold != 0.5):
+            raise RefusalkitError("--guard-action and --guard-threshold need --guard DIR")
+        prefilter = None
+        if guard is not None:
+            from refusalkit.serve.prefilter import open_guard
+
+            # the artifact's manifest and card are checked before the model loads: a bad folder fails fast
+            prefilter = open_guard(guard, action=guard_action, threshold=guard_threshold)
         if max_tokens > max_tokens_limit:
             raise RefusalkitError(f"--max-tokens {max_tokens} is above --max-tokens-limit {max_tokens_limit}")
         limits = ServerLimits(
@@ -166,6 +189,16 @@ def register(app: typer.Typer) -> None:
             else:
                 lm = load_model(model)
             assert isinstance(lm, HFModel)  # endpoints were refused above
+            if prefilter is not None:
+                # a Latent Guard reads the base model: the answer model beside an adapter, else the served one
+                base = (refusal.answer_model or refusal.hf) if refusal is not None else lm
+                try:
+                    prefilter.bind(base, model)
+                except RefusalkitError as e:
+                    merged = refusal is not None and refusal.answer_model is None and prefilter.kind == "latent"
+                    note = " (with this --adapter the served model has the adapter merged into it)" if merged else ""
+                    raise RefusalkitError(f"{e}{note}") from None
+                prefilter.check([[{"role": "user", "content": "Hello"}]])  # loads what it needs now, not per request
             fastapi_app = create_app(
                 lm,
                 api_key=key,
@@ -175,11 +208,19 @@ def register(app: typer.Typer) -> None:
                 batch_wait_s=batch_wait_ms / 1000,
                 max_batch_tokens=max_batch_tokens,
                 refusal=refusal,
+                guard=prefilter,
             )
             if refusal is not None:
                 err_console.print(
                     f"refusal control: adapter {adapter}, default profile {refusal.default_name}, "
                     f"profiles {', '.join(sorted(refusal.policies))}",
+                    highlight=False,
+                    markup=False,
+                )
+            if prefilter is not None:
+                err_console.print(
+                    f"guard pre-filter: {prefilter.summary()['kind']} {guard}, {prefilter.score_name} >= "
+                    f"{prefilter.threshold} -> {prefilter.action}",
                     highlight=False,
                     markup=False,
                 )

@@ -37,6 +37,7 @@ from refusalkit.serve.errors import APIError, error_body, error_bytes
 from refusalkit.serve.guard import GuardMiddleware
 from refusalkit.serve.limits import ServerLimits
 from refusalkit.serve.metrics import Metrics, MetricsMiddleware
+from refusalkit.serve.prefilter import PromptGuard, guard_refusal
 from refusalkit.serve.refusal import RefusalControl, RequestPolicy
 from refusalkit.serve.schema import ChatRequest, parse_chat_request
 
@@ -196,12 +197,15 @@ def create_app(
     batch_wait_s: float = 0.005,
     max_batch_tokens: int = 8192,
     refusal: RefusalControl | None = None,
+    guard: PromptGuard | None = None,
 ) -> FastAPI:
     """Return a FastAPI app serving ``model``; with ``api_key`` every path but ``/health`` needs
     ``Authorization: Bearer API_KEY``. ``limits`` bounds each request (see ``ServerLimits``); concurrent
     compatible requests are generated in batches of up to ``max_batch`` sequences (1: one at a time) and
     ``max_batch_tokens`` padded tokens. With ``refusal`` (whose ``hf`` must be ``model``) every request is
-    generated under a refusal-token policy: its ``refusal`` field's, or the server default."""
+    generated under a refusal-token policy: its ``refusal`` field's, or the server default. With ``guard``
+    (bound to its model) every prompt is scored first; the response carries a ``guard`` object, and with the
+    action ``refuse`` a flagged prompt is answered with a fixed refusal without generating."""
     limits = limits or ServerLimits()
     if refusal is not None and refusal.hf is not model:
         raise ValueError("refusal.hf must be the served model")
@@ -226,6 +230,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so 401/413 are counted
     app.state.engine = engine
     engine.refusal = refusal
+    engine.guard = guard
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> Response:
@@ -266,6 +271,8 @@ def create_app(
         entry: dict[str, Any] = {"id": model.name, "object": "model", "owned_by": "refusalkit"}
         if refusal is not None:
             entry["refusal"] = refusal.summary()
+        if guard is not None:
+            entry["guard"] = guard.summary()
         return {"object": "list", "data": [entry]}
 
     @app.post("/v1/chat/completions")
@@ -327,12 +334,15 @@ def create_app(
                 "total_tokens": prompt_tokens + completion,
             },
         }
-        if policy is not None and refusal is not None:
+        if policy is not None and refusal is not None and "control_token" in gens[0].meta:
             # one decision per request: every choice answers the same prompt, whose first-position
             # control-token probabilities (and so the policy's choice) are the same
             decision = refusal.describe(policy, gens[0].meta)
             out["refusal"] = decision
             metrics.observe_decision(str(decision["control_token"]))
+        if "guard" in job.meta:  # a prompt the guard refused was not generated: it has no refusal object
+            out["guard"] = job.meta["guard"]
+            metrics.observe_guard(job.meta["guard"])
         return out
 
     async def _stream_policy(
@@ -362,9 +372,13 @@ def create_app(
                     yield chunk([{"index": i, "delta": {"content": g.text}, "finish_reason": None}])
                 yield chunk([{"index": i, "delta": {}, "finish_reason": g.finish_reason}])
             completion = sum(g.n_tokens for g in gens)
-            extra: dict[str, Any] = {"refusal": refusal.describe(job.policy, gens[0].meta)} if refusal else {}
-            if refusal:
+            extra: dict[str, Any] = {}
+            if refusal is not None and "control_token" in gens[0].meta:
+                extra["refusal"] = refusal.describe(job.policy, gens[0].meta)
                 metrics.observe_decision(str(extra["refusal"]["control_token"]))
+            if "guard" in job.meta:
+                extra["guard"] = job.meta["guard"]
+                metrics.observe_guard(job.meta["guard"])
             if include_usage:
                 extra["usage"] = {
                     "prompt_tokens": prompt_tokens,
@@ -396,6 +410,9 @@ def create_app(
 
         completion = 0
         try:
+            verdict = await engine.screen(job)  # the guard's score, before anything is generated
+            if verdict is not None:
+                metrics.observe_guard(verdict)
             for i in range(job.n):
                 yield chunk(
                     [
@@ -409,21 +426,22 @@ def create_app(
                 )
                 # Each choice gets its own seed so that n sampled choices differ.
                 seed = None if job.config.seed is None else job.config.seed + i
-                async for item in engine.stream(job, seed=seed):
+                source = engine.stream(job, seed=seed) if not (verdict and verdict["refused"]) else _refused()
+                async for item in source:
                     if isinstance(item, Generation):
                         completion += item.n_tokens
                         yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": item.finish_reason}])
                     elif item:
                         yield chunk([{"index": i, "delta": {"content": item}, "logprobs": None, "finish_reason": None}])
+            tail: dict[str, Any] = {"guard": verdict} if verdict is not None else {}
             if include_usage:
-                yield chunk(
-                    [],
-                    usage={
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt_tokens + completion,
-                    },
-                )
+                tail["usage"] = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                }
+            if tail:
+                yield chunk([], **tail)
             yield b"data: [DONE]\n\n"
         except Exception:
             # The 200 and earlier chunks are already sent: report the failure in the stream itself.
@@ -431,5 +449,11 @@ def create_app(
             yield _sse(error_body("internal server error during generation", type="server_error"))
         finally:
             ticket.release()
+
+    async def _refused() -> AsyncIterator[str | Generation]:
+        """The guard's fixed refusal in place of a streamed generation: the text, then its Generation."""
+        g = guard_refusal(model.tokenizer)
+        yield g.text
+        yield g
 
     return app

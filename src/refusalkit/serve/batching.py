@@ -8,8 +8,8 @@ long prompt is not padded into a batch of short ones past what memory allows), a
 one batch in a worker thread. Requests that must not share a batch run alone through ``SerialEngine``: a seeded sample (its
 result must not depend on its neighbours), a per-request ``logit_bias`` processor, or ``logprobs``.
 Streaming requests also run alone, taking the same lock in turn. Under refusal-token control
-(``serve.refusal``) a batch holds requests with one and the same policy: ``PolicyModel`` decides for a
-whole batch with one policy, so requests with different thresholds or profiles wait for their own batch.
+(``serve.refusal``) requests with different profiles or thresholds share a batch: the policy processor
+decides each row under its own request's policy (only the policy's softmax temperature must be shared).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
-from refusalkit.models.base import Generation, PromptLike
+from refusalkit.models.base import Generation
 from refusalkit.models.hf import HFModel
 from refusalkit.serve.engine import Job, SerialEngine
 
@@ -33,10 +33,9 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
     if c.do_sample and c.seed is not None:
         return None
     sampling = (c.temperature, c.top_p) if c.do_sample else (0.0, 1.0)
-    # one refusal policy per batch (the policy processor decides for the whole batch); requests whose
-    # policies are equal share a batch whatever the profile's name
-    policy = job.policy.key if job.policy is not None else None
-    return (c.max_new_tokens, *sampling, c.stop, c.system_prompt, policy)
+    # refusal policies are applied per row; only their softmax temperature is computed once per batch
+    policy_temperature = job.policy.policy.temperature if job.policy is not None else None
+    return (c.max_new_tokens, *sampling, c.stop, c.system_prompt, policy_temperature)
 
 
 class BatchingEngine(SerialEngine):
@@ -106,28 +105,18 @@ class BatchingEngine(SerialEngine):
             if not batch:
                 self.lock.release()
                 continue
-            prompts: list[PromptLike] = [job.messages for job, _ in batch for _ in range(job.n)]
-            first = batch[0][0]
-            cfg = first.config
+            jobs = [job for job, _ in batch]
+            size = sum(job.n for job in jobs)
             self.batches += 1
-            self.batched_sequences += len(prompts)
-            self.on_batch(len(prompts))
+            self.batched_sequences += size
+            self.on_batch(size)
             try:
-                if first.policy is not None:
-                    gens = await self._run_locked(
-                        lambda: self.generate_under_policy(prompts, first, len(prompts))  # noqa: B023
-                    )
-                else:
-                    gens = await self._run_locked(
-                        lambda: self.model.generate(prompts, cfg, batch_size=len(prompts))  # noqa: B023
-                    )
+                outs = await self._run_locked(lambda: self.run_jobs(jobs, size))  # noqa: B023
             except Exception as e:  # the batch's callers get the error; the drain goes on
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            i = 0
-            for job, fut in batch:
+            for (_, fut), gens in zip(batch, outs):
                 if not fut.done():
-                    fut.set_result(gens[i : i + job.n])
-                i += job.n
+                    fut.set_result(gens)

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from refusalkit.models.base import Generation, GenerationConfig
+from refusalkit.models.base import Generation, GenerationConfig, PromptLike
 from refusalkit.models.hf import HFModel
 from refusalkit.serve.errors import APIError
+from refusalkit.serve.prefilter import guard_refusal
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class SerialEngine:
         self.on_batch: Callable[[int], None] = lambda sequences: None  # metrics hook: one generate call
         self.active = 0  # admitted requests, waiting or running
         self.refusal: Any = None  # a serve.refusal.RefusalControl when the server has a refusal-token adapter
+        self.guard: Any = None  # a serve.prefilter.PromptGuard when the server has a guard pre-filter
         self.running = False
         self._lock: asyncio.Lock | None = None
 
@@ -149,21 +151,58 @@ class SerialEngine:
         """Return ``job.n`` generations for the job's messages (batched, within ``max_batch_tokens``)."""
         batch_size = max(1, min(job.n, self.max_batch_tokens // max(1, job.sequence_tokens)))
         self.on_batch(job.n)
-        if job.policy is not None:
-            return await self._run(lambda: self.generate_under_policy([job.messages] * job.n, job, batch_size))
-        return await self._run(
-            lambda: self.model.generate(
-                [job.messages] * job.n,
-                job.config,
-                logits_processor=job.logits_processor,
-                logprobs=job.logprobs,
-                batch_size=batch_size,
-            )
-        )
+        return (await self._run(lambda: self.run_jobs([job], batch_size)))[0]
 
-    def generate_under_policy(self, prompts: list[Any], job: Job, batch_size: int) -> list[Generation]:
-        """Return one Generation per prompt under ``job.policy`` (in the worker thread, lock held)."""
-        return self.refusal.generate(prompts, job.config, job.policy.policy, batch_size)
+    def run_jobs(self, jobs: list[Job], batch_size: int) -> list[list[Generation]]:
+        """Return each job's ``n`` generations, generated together in batches of ``batch_size`` (in the worker
+        thread, lock held). The jobs share their generation settings (the first job's are used; a job with
+        a ``logits_processor`` or ``logprobs`` comes alone). With a guard, every job's prompt is scored first
+        (``job.meta["guard"]``) and a prompt the guard refuses gets the fixed refusal without generating."""
+        live = jobs
+        if self.guard is not None:
+            for job, verdict in zip(jobs, self.guard.check([j.messages for j in jobs])):
+                job.meta["guard"] = verdict
+            live = [j for j in jobs if not j.meta["guard"]["refused"]]
+        prompts: list[PromptLike] = [j.messages for j in live for _ in range(j.n)]
+        gens: list[Generation] = []
+        if prompts:
+            first = live[0]
+            if first.policy is not None:
+                policies = [j.policy.policy for j in live for _ in range(j.n)]
+                gens = self.generate_under_policy(prompts, policies, first.config, batch_size)
+            else:
+                gens = self.model.generate(
+                    prompts,
+                    first.config,
+                    logits_processor=first.logits_processor,
+                    logprobs=first.logprobs,
+                    batch_size=batch_size,
+                )
+        out: list[list[Generation]] = []
+        i = 0
+        generated = {id(j) for j in live}
+        for j in jobs:
+            if id(j) in generated:
+                out.append(gens[i : i + j.n])
+                i += j.n
+            else:
+                out.append([guard_refusal(self.model.tokenizer) for _ in range(j.n)])
+        return out
+
+    async def screen(self, job: Job) -> dict[str, Any] | None:
+        """Return the guard's verdict on the job's prompt (also put in ``job.meta["guard"]``), None without a
+        guard; for streaming requests, which do not pass through :meth:`run_jobs`."""
+        if self.guard is None:
+            return None
+        job.meta["guard"] = (await self._run(lambda: self.guard.check([job.messages])))[0]
+        return job.meta["guard"]
+
+    def generate_under_policy(
+        self, prompts: list[Any], policies: list[Any], config: GenerationConfig, batch_size: int
+    ) -> list[Generation]:
+        """Return one Generation per prompt, prompt ``i`` under ``policies[i]`` (a ``tokens.policy.Policy``),
+        in the worker thread with the lock held."""
+        return self.refusal.generate(prompts, config, policies, batch_size)
 
     async def stream(self, job: Job, *, seed: int | None = None) -> AsyncIterator[str | Generation]:
         """Yield text pieces as tokens are generated, then the final ``Generation`` (one choice).

@@ -1,8 +1,9 @@
 """Prometheus metrics for the server (``GET /metrics``, text exposition format 0.0.4), kept in process.
 
 Counted: requests by path and status (401/413 answers included, since the middleware sits outside the key
-check), request latency, the number of sequences per ``generate`` call (batch size), and under refusal
-control the control token chosen per request (refusals by category). Paths are limited to the server's own
+check), request latency, the number of sequences per ``generate`` call (batch size), under refusal
+control the control token chosen per request (refusals by category), and with a guard pre-filter its
+outcome per request (passed, flagged, refused). Paths are limited to the server's own
 routes, and control tokens to the adapter's, so that scanners cannot grow the label set.
 """
 
@@ -51,10 +52,16 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.decisions: dict[str, int] = defaultdict(int)  # control token -> requests (refusal control)
+        self.guard: dict[str, int] = defaultdict(int)  # guard outcome -> requests (guard pre-filter)
 
     def observe_decision(self, token: str) -> None:
         """Count one request's refusal-control decision (the control token the policy chose)."""
         self.decisions[token] += 1
+
+    def observe_guard(self, verdict: dict[str, Any]) -> None:
+        """Count one request's guard decision: ``refused`` (not generated), ``flagged`` (generated, flagged)
+        or ``passed``."""
+        self.guard["refused" if verdict["refused"] else "flagged" if verdict["flagged"] else "passed"] += 1
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -89,6 +96,13 @@ class Metrics:
             ]
             for token, n in sorted(self.decisions.items()):
                 lines.append(f'refusalkit_refusal_decisions_total{{token="{token}"}} {n}')
+        if self.guard:
+            lines += [
+                "# HELP refusalkit_guard_decisions_total Requests by the guard pre-filter's outcome.",
+                "# TYPE refusalkit_guard_decisions_total counter",
+            ]
+            for outcome, n in sorted(self.guard.items()):
+                lines.append(f'refusalkit_guard_decisions_total{{outcome="{outcome}"}} {n}')
         for name, (help_text, value) in gauges.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"

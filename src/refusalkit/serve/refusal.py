@@ -6,23 +6,32 @@ with ``--profile-file``) and a default policy (``--profile``; without it ``argma
 ``refusalkit tokens generate`` without a profile). A request picks its policy with the body field
 ``"refusal": {"profile": NAME}`` or ``{"thresholds": {CATEGORY: T, ...}}``; the policy is a
 ``tokens.policy.Policy`` and generation goes through ``tokens.generate.PolicyModel``, the code
-``refusalkit tokens generate`` runs, so the server and the CLI make the same decision for the same prompt
-and policy.
+``refusalkit tokens generate`` runs (``tokens.policy.RefusalTokenProcessor`` deciding from the first
+generation step's logits), so the server and the CLI make the same decision for the same prompt and policy.
+
+Requests with different policies share a batch: :class:`RowPolicies` gives the processor one policy per
+row, so the decision costs no extra pass. For adapters whose answers are written by the base model
+(``--respond-target token``, like the bundled one) a batch is one adapter ``generate`` call, in which the
+processor decides every row at the first step, refused rows go on to write their refusal and answered
+rows end at once, then one base-model ``generate`` call over the answered rows.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from refusalkit.errors import RefusalkitError
+from refusalkit.models.base import Generation, GenerationConfig, PromptLike
 from refusalkit.serve.errors import APIError
 from refusalkit.tokens.calibrate import parse_targets
-from refusalkit.tokens.generate import PolicyModel
-from refusalkit.tokens.policy import Policy, policy_from_profile
+from refusalkit.tokens.policy import Policy, RefusalTokenProcessor, policy_from_profile
 from refusalkit.tokens.scheme import RESPOND, TokenScheme
 
 log = logging.getLogger(__name__)
@@ -32,15 +41,40 @@ DEFAULT_PROFILE = "argmax"
 
 @dataclass
 class RequestPolicy:
-    """The policy one request runs under: the ``Policy``, where it came from, and a key that groups the
-    requests which may share a batch (the same policy, whatever its name)."""
+    """The policy one request runs under: the ``Policy`` and where it came from."""
 
     policy: Policy
     source: str  # "profile:NAME", "thresholds" or "default:NAME"
-    key: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.key = json.dumps(self.policy.to_dict(), sort_keys=True)
+
+class RowPolicies(Policy):
+    """One policy per row of a batch, seen by ``RefusalTokenProcessor`` as a single policy: row ``i`` of the
+    first-position probabilities is decided by ``rows[i]`` (``Policy.decide`` decides each row on its own,
+    so a row's decision is the one its policy makes alone). The rows share the scheme and the softmax
+    temperature (the processor computes the probabilities once for the batch)."""
+
+    def __init__(self, rows: Sequence[Policy]):
+        if not rows:
+            raise ValueError("RowPolicies needs at least one row")
+        first = rows[0]
+        super().__init__(first.scheme, rule="argmax", temperature=first.temperature)
+        if any(p.temperature != first.temperature or p.scheme.tokens != first.scheme.tokens for p in rows):
+            raise ValueError("the rows of one batch must share the token scheme and the policy temperature")
+        self.rows = list(rows)
+
+    def decide(self, q: np.ndarray) -> np.ndarray:
+        """Return each row's control-token index under its own policy (rows with one policy object are
+        decided together)."""
+        q = np.asarray(q, dtype=np.float64)
+        if len(q) != len(self.rows):
+            raise RuntimeError(f"the policy has {len(self.rows)} rows, the batch {len(q)}")
+        out = np.empty(len(q), dtype=np.int64)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(self.rows):
+            groups.setdefault(id(p), []).append(i)
+        for idx in groups.values():
+            out[idx] = self.rows[idx[0]].decide(q[idx])
+        return out
 
 
 def _read_profile_file(path: Path) -> dict[str, Any]:
@@ -177,13 +211,49 @@ class RefusalControl:
         return RequestPolicy(pol, "thresholds")
 
     # --- generation ------------------------------------------------------------------------------------
-    def generate(self, prompts: list[Any], cfg: Any, policy: Policy, batch_size: int) -> list[Any]:
-        """Return one Generation per prompt under ``policy`` (``meta``: control_token, control_category,
-        refused, probs), through ``PolicyModel`` as ``tokens generate`` does."""
-        pm = PolicyModel(
-            self.hf, policy, self.token_ids, emit_respond=self.emit_respond, answer_model=self.answer_model
-        )
-        return pm.generate(prompts, cfg, batch_size=batch_size)
+    def generate(
+        self, prompts: list[PromptLike], cfg: GenerationConfig, policies: Sequence[Policy], batch_size: int
+    ) -> list[Generation]:
+        """Return one Generation per prompt, prompt ``i`` under ``policies[i]`` (``meta``: control_token,
+        control_category, refused, probs; ``answered_by`` when the base model wrote the answer).
+
+        The prompts are generated in batches of at most ``batch_size``, formed in the order HFModel uses
+        (by rendered length, stable), so that inside each call its own ordering is the identity and the
+        processor's rows line up with the policies.
+        """
+        if len(policies) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(policies)} policies")
+        order = sorted(range(len(prompts)), key=lambda i: len(self.hf.render(prompts[i], cfg.system_prompt)))
+        out: dict[int, Generation] = {}
+        for s in range(0, len(order), max(1, batch_size)):
+            idx = order[s : s + batch_size]
+            gens = self._generate_batch([prompts[i] for i in idx], cfg, RowPolicies([policies[i] for i in idx]))
+            out.update(zip(idx, gens))
+        return [out[i] for i in range(len(prompts))]
+
+    def _generate_batch(self, prompts: list[PromptLike], cfg: GenerationConfig, rows: RowPolicies) -> list[Generation]:
+        """Generate one batch (already in HFModel's order). The processor decides every row at the first
+        step of the adapter's own ``generate`` call: no pass is spent on deciding alone. With an answer
+        model, [respond] rows end there (end of sequence) and the answer model writes their answers in one
+        more call; refused rows keep the refusal the adapter writes after its token in the same call."""
+        end_id = self.hf.tokenizer.eos_token_id if self.answer_model is not None else None
+        proc = RefusalTokenProcessor(rows, self.token_ids, emit_respond=self.emit_respond, end_id=end_id)
+        gens = self.hf.generate(prompts, cfg, logits_processor=proc, batch_size=len(prompts))
+        if len(proc.records) != len(prompts):
+            raise RuntimeError(f"the policy saw {len(proc.records)} rows for a batch of {len(prompts)}")
+        for g, r in zip(gens, proc.records):
+            g.meta.update(_decision(r))
+        if self.answer_model is None:
+            return gens
+        answer = [i for i, r in enumerate(proc.records) if not r["refused"]]  # a subset keeps HFModel's order
+        if answer:
+            # the [respond] decision is carried out by the answer model (the base model): an adapter
+            # trained with the loss on the control token only never learned text after [respond]
+            texts = self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
+            for i, g in zip(answer, texts):
+                g.meta.update(_decision(proc.records[i]), answered_by="base")
+                gens[i] = g
+        return gens
 
     def describe(self, rp: RequestPolicy, meta: dict[str, Any]) -> dict[str, Any]:
         """Return the response's ``refusal`` object for one answer's ``meta``."""
@@ -214,3 +284,13 @@ class RefusalControl:
             "tokens": self.scheme.tokens,
             "respond_token": RESPOND,
         }
+
+
+def _decision(rec: dict[str, Any]) -> dict[str, Any]:
+    """Return a processor record as a Generation's ``meta`` fields (as ``tokens generate`` writes them)."""
+    return {
+        "control_token": rec["token"],
+        "control_category": rec["category"],
+        "refused": rec["refused"],
+        "probs": rec["probs"],
+    }
