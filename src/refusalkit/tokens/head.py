@@ -275,7 +275,8 @@ def train_head(
         raise RefusalkitError(f"{cfg.data}: no training prompt to refuse is left within --max-length {cfg.max_length}")
     if cap["dropped_too_long"]:
         log(f"left out {cap['dropped_too_long']} prompts longer than --max-length {cfg.max_length} tokens")
-    W = hf.model.get_output_embeddings().weight.detach().float()
+    # the fit runs on the CPU (K rows x d: small), whichever device the model ran on
+    W = hf.model.get_output_embeddings().weight.detach().float().cpu()
     # every control row starts at the mean output row of the original vocabulary: a "typical" token's logit
     E0 = W[:n_vocab].mean(0, keepdim=True).repeat(len(ids), 1)
     t1 = time.perf_counter()
