@@ -231,7 +231,19 @@ def test_bundled_adapter_lookup_per_model(head, qwen_dir, monkeypatch, tmp_path)
     card = json.loads((out / "refusal_tokens.json").read_text())
     shutil.copytree(root / "qwen-head", root / "subject-head")
     (root / "subject-head" / "refusal_tokens.json").write_text(json.dumps({**card, "base_model": "subject"}))
+    from refusalkit.artifacts import write_manifest
+
+    write_manifest(root / "subject-head", ["output_rows.safetensors", "refusal_tokens.json", "splits.json"])
     assert tm.bundled_adapter_dir("subject") == root / "subject-head"
+    # a shipped profile name is the shipped adapter's own: no fallback to the SmolLM2 adapter's profiles
+    from refusalkit.tokens.policy import load_profile
+
+    with pytest.raises(RefusalkitError, match="no profile 'balanced'"):
+        load_profile("balanced", root / "subject-head")
+    (root / "subject-head" / "profiles").mkdir()
+    (root / "subject-head" / "profiles" / "balanced.json").write_text(
+        json.dumps({"scheme": card["scheme"], "policy": {"rule": "argmax"}, "name": "mine"}))
+    assert load_profile("balanced", root / "subject-head")["name"] == "mine"
     shutil.copytree(root / "subject-head", root / "subject-head-2")
     with pytest.raises(RefusalkitError, match="more than one adapter"):
         tm.bundled_adapter_dir("subject")

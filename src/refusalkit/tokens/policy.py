@@ -305,17 +305,19 @@ class RefusalTokenProcessor:
 
 def load_profile(path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Return a calibration profile's JSON: a path, or the name of a profile shipped in ``adapter_dir/profiles``
-    (default: the bundled model's adapter; an adapter folder without that name falls back to it).
+    (default: the bundled model's adapter; a trained adapter folder without that name falls back to it, a
+    shipped adapter does not: its profiles are its own).
 
     Raises RefusalkitError for a missing or malformed profile.
     """
     from refusalkit.artifacts import verify
-    from refusalkit.tokens.model import bundled_adapter_dir
+    from refusalkit.tokens.model import adapters_root, bundled_adapter_dir
 
     p = Path(path)
     if not p.is_file():
         homes = [Path(adapter_dir)] if adapter_dir is not None else []
-        if not any((h / "profiles" / f"{path}.json").is_file() for h in homes):
+        shipped = bool(homes) and homes[0].resolve().parent == adapters_root().resolve()
+        if not shipped and not any((h / "profiles" / f"{path}.json").is_file() for h in homes):
             homes.append(bundled_adapter_dir())
         home = next((h for h in homes if (h / "profiles" / f"{path}.json").is_file()), None)
         if home is not None:
