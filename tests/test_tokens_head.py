@@ -275,3 +275,48 @@ def test_head_on_smollm2_refuses_in_its_own_words(bundled_dir, data_dir, tmp_pat
     assert g["a"]["refused"] and g["a"]["response"].startswith("I'm sorry, but I can't help with that")
     assert len(g["a"]["response"].split()) > 9  # the model went on after the opener
     assert not g["b"]["refused"] and "paris" in g["b"]["response"].lower()
+
+
+def test_killed_capture_resumes_from_its_chunks(tmp_path, bundled_dir, head_data):
+    """SIGKILL during the capture (a model large enough to take seconds): the chunks written so far are whole,
+    and the rerun computes only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(bundled_dir)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = tmp_path / "m"
+    Qwen2ForCausalLM(cfg).save_pretrained(model)
+    tok.save_pretrained(model)
+    rows = [json.loads(line) for line in head_data.read_text().splitlines()]
+    data = tmp_path / "d.jsonl"  # 200 train prompts: four chunks
+    data.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{k}", "token_split": "train"}) + "\n"
+                            for k in range(2) for r in rows))
+    work = tmp_path / "work"
+    args = ["tokens", "train", str(data), "-o", str(tmp_path / "a"), "-m", str(model), "--head-only",
+            "--work-dir", str(work), "--batch-size", "4", "--threads", "1"]
+    exe = shutil.which("refusalkit", path=os.path.dirname(sys.executable)) or "refusalkit"
+    proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not list((work / "hidden_states").glob("chunk-*.safetensors")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the capture ended before it could be killed"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    kept = len(list((work / "hidden_states").glob("chunk-*.safetensors")))
+    assert 1 <= kept < 4 and not (tmp_path / "a" / "refusal_tokens.json").exists()
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{64 * kept} of 200 cached; computing {200 - 64 * kept}" in r.stderr
+    assert json.loads((tmp_path / "a" / "refusal_tokens.json").read_text())["hidden_states"]["cached"] == 64 * kept
