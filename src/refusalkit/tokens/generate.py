@@ -43,12 +43,7 @@ class PolicyModel:
         self.token_ids = token_ids
         # with an answer model, the adapter's text after [respond] would be thrown away: end those rows at once
         end_id = hf.tokenizer.eos_token_id if answer_model is not None and policy is not None else None
-        prefixes = None
-        if refusal_openers is not None:
-            # the opener follows the assistant header directly, as a prefilled answer would
-            prefixes = {
-                t: hf.tokenizer(text, add_special_tokens=False)["input_ids"] for t, text in refusal_openers.items()
-            }
+        prefixes = opener_prefixes(refusal_openers, hf.tokenizer) if refusal_openers is not None else None
         self.processor = RefusalTokenProcessor(
             policy, token_ids, emit_respond=emit_respond, end_id=end_id, refusal_prefixes=prefixes
         )
@@ -151,6 +146,13 @@ def refusal_openers(info: dict[str, Any], scheme: TokenScheme) -> dict[str, str]
     given = info.get("refusal_openers") or {}
     fallback = given.get("*") or DEFAULT_OPENER
     return {t: given.get(t) or fallback for t in scheme.refusal_tokens}
+
+
+def opener_prefixes(openers: dict[str, str], tokenizer: Any) -> dict[str, list[int]]:
+    """Return ``{refusal token: token ids}`` of the openers (:func:`refusal_openers`): what
+    ``RefusalTokenProcessor(refusal_prefixes=...)`` forces after a refusal decision. The opener follows the
+    assistant header directly, as a prefilled answer would."""
+    return {t: tokenizer(text, add_special_tokens=False)["input_ids"] for t, text in openers.items()}
 
 
 def answer_model_for(model_spec: str, info: dict[str, Any], batch_size: int = 16) -> Any:
