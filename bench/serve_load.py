@@ -14,7 +14,8 @@ alternating two profiles in their ``refusal`` field. ``policy-respond`` and ``po
 thresholds that refuse nothing (1, and alternately 1 and 0.9999): the answers are the ``batched`` ones, so
 their completion tokens/s against ``batched`` is the cost of the policy alone (a refusal is shorter than an
 answer, which lowers tokens/s under ``balanced`` whatever the policy costs). Every row also reports how
-many answers the policy refused.
+many answers the policy refused. ``--guard DIR --modes batched,guard-flag`` measures the guard pre-filter
+(``--guard-action flag``: the same answers, so the ratio is the guard's cost).
 
     python bench/serve_load.py --model default --clients 1,16,64 --requests 2 --max-tokens 8 --modes batched,serial
 
@@ -70,6 +71,10 @@ MODES = {
     # completion tokens/s ratio is the policy's cost alone); -mixed alternates thresholds 1 and 0.9999
     "policy-respond": ["--adapter", "bundled", "--profile", "balanced"],
     "policy-respond-mixed": ["--adapter", "bundled", "--profile", "balanced"],
+    # the guard pre-filter (--guard DIR): only flagging, so the answers are the `batched` ones and the
+    # tokens/s ratio is the guard's cost; guard-refuse answers flagged prompts with the fixed refusal
+    "guard-flag": ["--guard-action", "flag"],
+    "guard-refuse": ["--guard-action", "refuse"],
 }
 # the 'refusal' body field sent per request in a mode, cycled by request number (none: the server default)
 REFUSAL_FIELDS = {
@@ -170,7 +175,9 @@ async def scenario(
                 latencies.append(dt)
                 answer = resp.json()
                 tokens += answer["usage"]["completion_tokens"]
-                refused += bool((answer.get("refusal") or {}).get("refused"))
+                refused += bool(
+                    (answer.get("refusal") or {}).get("refused") or (answer.get("guard") or {}).get("refused")
+                )
 
         t0 = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
@@ -201,8 +208,10 @@ def main() -> None:
         help="Servers to start, one after another: batched (the default server), serial (--max-batch 1), "
         "policy (--adapter bundled --profile balanced: refusal-token control on every request), policy-mixed "
         "(the same server, requests alternating 'refusal' profiles balanced and strict), policy-respond / "
-        "policy-respond-mixed (thresholds that refuse nothing: the policy's cost alone).",
+        "policy-respond-mixed (thresholds that refuse nothing: the policy's cost alone), guard-flag / guard-refuse "
+        "(--guard DIR with --guard-action flag / refuse).",
     )
+    ap.add_argument("--guard", default=None, help="Guard folder (Latent Guard or prompt predictor) for guard-* modes.")
     ap.add_argument("--url", default=None, help="Measure this running server (loopback only) instead.")
     ap.add_argument("--clients", default="1,16,64", help="Comma-separated client counts, one scenario each.")
     ap.add_argument("--requests", type=int, default=2, help="Requests per client.")
@@ -224,12 +233,17 @@ def main() -> None:
         if mode not in MODES:
             sys.exit(f"error: --modes: unknown mode {mode!r} (choose from {', '.join(MODES)})")
         proc = None
+        extra = list(MODES[mode])
+        if mode.startswith("guard"):
+            if not args.guard:
+                sys.exit(f"error: --modes {mode} needs --guard DIR")
+            extra += ["--guard", args.guard]
         if args.url:
             url, key = loopback_only(args.url), os.environ.get("REFUSALKIT_API_KEY", "")
         else:
             key = secrets.token_urlsafe(24)
             log = tempfile.TemporaryFile()
-            proc, url = start_server(args.model, key, timeout=600, extra=MODES[mode], log=log)
+            proc, url = start_server(args.model, key, timeout=600, extra=extra, log=log)
         try:
             warm = httpx.post(
                 url + "/chat/completions",

@@ -83,3 +83,60 @@ def test_batches_respect_the_sequence_and_padded_token_budgets():
         assert batches == [["A", "D", "F"], ["C"], ["E"]]
     finally:
         loop.close()
+
+
+def test_row_policies_decide_each_row_as_its_policy_alone_and_share_a_batch():
+    """Requests under different policies share a batch: each row is decided by its own policy exactly as
+    that policy decides alone, and the batch key ignores the policy (only its softmax temperature counts)."""
+    import numpy as np
+    import pytest
+
+    from refusalkit.serve.batching import batch_key
+    from refusalkit.serve.engine import Job
+    from refusalkit.serve.refusal import RequestPolicy, RowPolicies
+    from refusalkit.tokens.policy import Policy
+    from refusalkit.tokens.scheme import TokenScheme
+
+    scheme = TokenScheme()
+    rng = np.random.default_rng(0)
+    q = rng.dirichlet(np.ones(len(scheme.tokens)), size=40)
+    pols = [
+        Policy(scheme, rule="argmax"),
+        Policy(scheme, thresholds={c: 0.1 for c in scheme.categories}),
+        Policy(scheme, thresholds={c: 1.0 for c in scheme.categories}),
+        Policy(scheme, rule="set", controlled=["Requests with safety concerns"], threshold=0.4),
+    ]
+    rows = [pols[i % len(pols)] for i in range(len(q))]
+    got = RowPolicies(rows).decide(q)
+    want = np.array([p.decide(q[i : i + 1])[0] for i, p in enumerate(rows)])
+    assert (got == want).all() and len(set(got.tolist())) > 2  # several different decisions were made
+    with pytest.raises(RuntimeError):
+        RowPolicies(rows).decide(q[:3])
+    with pytest.raises(ValueError):
+        RowPolicies([pols[0], Policy(scheme, rule="argmax", temperature=2.0)])
+    cfg = GenerationConfig(max_new_tokens=4)
+    jobs = [Job([{"role": "user", "content": "hi"}], cfg, policy=RequestPolicy(p, "thresholds")) for p in pols]
+    assert len({batch_key(j) for j in jobs}) == 1
+    hot = Job([{"role": "user", "content": "hi"}], cfg, policy=RequestPolicy(Policy(scheme, temperature=2.0), "x"))
+    assert batch_key(hot) != batch_key(jobs[0])
+
+
+def test_head_cache_logits_equal_a_full_pass(tiny_model_dir):
+    """The deciding pass with the template's head computed once gives the logits of a full left-padded pass
+    (prompts of different lengths in one batch, twice, so the cached head is reused); a prompt with its own
+    system message does not start with the head: None, and the caller decides from a full pass."""
+    import torch
+
+    from refusalkit.serve.decide import HeadCache
+
+    model = HFModel(tiny_model_dir, name="tiny")
+    heads = HeadCache(model)
+    prompts = [[{"role": "user", "content": "hi " * (j * 3 + 1)}] for j in range(5)]
+    with torch.inference_mode():
+        full = model.model(**model.encode(prompts), logits_to_keep=1).logits[:, -1, :].float()
+    for _ in range(2):
+        got = heads.first_logits(prompts)
+        assert got is not None and got.shape == full.shape
+        assert torch.allclose(got, full, atol=1e-4), (got - full).abs().max()
+    own_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert heads.first_logits([prompts[0], own_system]) is None

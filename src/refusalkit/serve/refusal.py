@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.models.base import Generation, GenerationConfig, PromptLike
+from refusalkit.serve.decide import HeadCache
 from refusalkit.serve.errors import APIError
 from refusalkit.tokens.calibrate import parse_targets
 from refusalkit.tokens.policy import Policy, RefusalTokenProcessor, policy_from_profile
@@ -87,6 +89,21 @@ def _read_profile_file(path: Path) -> dict[str, Any]:
     return prof
 
 
+class FixedChoices(Policy):
+    """The decisions already made for some rows (indices into the scheme's tokens), as a policy: the processor
+    then forces them at the first step of a ``generate`` call that writes the refusals."""
+
+    def __init__(self, like: Policy, choices: Sequence[int]):
+        super().__init__(like.scheme, rule="argmax", temperature=like.temperature)
+        self.choices = np.asarray(choices, dtype=np.int64)
+
+    def decide(self, q: np.ndarray) -> np.ndarray:
+        """Return the fixed choices (one per row of ``q``)."""
+        if len(q) != len(self.choices):
+            raise RuntimeError(f"{len(self.choices)} fixed decisions for a batch of {len(q)}")
+        return self.choices
+
+
 class RefusalControl:
     """The refusal-token side of the server: the model, the profiles, the default policy.
 
@@ -112,6 +129,8 @@ class RefusalControl:
         self.info = info
         self.emit_respond = emit_respond
         self.answer_model = answer_model
+        # the adapter's deciding pass over the prompts' own tokens, the template's head run once (serve.decide)
+        self.heads = HeadCache(hf) if answer_model is not None else None
         self.policies: dict[str, Policy] = {DEFAULT_PROFILE: Policy(scheme, rule="argmax")}
         for name, prof in profiles.items():
             if prof.get("token_ids") and prof["token_ids"] != token_ids:
@@ -232,28 +251,59 @@ class RefusalControl:
         return [out[i] for i in range(len(prompts))]
 
     def _generate_batch(self, prompts: list[PromptLike], cfg: GenerationConfig, rows: RowPolicies) -> list[Generation]:
-        """Generate one batch (already in HFModel's order). The processor decides every row at the first
-        step of the adapter's own ``generate`` call: no pass is spent on deciding alone. With an answer
-        model, [respond] rows end there (end of sequence) and the answer model writes their answers in one
-        more call; refused rows keep the refusal the adapter writes after its token in the same call."""
+        """Generate one batch (already in HFModel's order); the processor decides each row under its own policy.
+
+        Without an answer model the decision is made at the first step of the adapter's own ``generate``
+        call: no pass is spent on deciding alone. With one (the base model writes the answers), the adapter
+        decides from its first-position logits over the prompts' own tokens (``serve.decide.HeadCache``: the
+        template's head is computed once per server), writes the refusals of the refused rows only, and the
+        answer model answers the rest. Where the head cache does not apply (a prompt with its own system
+        message), the adapter's ``generate`` call decides every row at its first step, refused rows go on to
+        write their refusal, answered rows end at once.
+        """
         end_id = self.hf.tokenizer.eos_token_id if self.answer_model is not None else None
         proc = RefusalTokenProcessor(rows, self.token_ids, emit_respond=self.emit_respond, end_id=end_id)
-        gens = self.hf.generate(prompts, cfg, logits_processor=proc, batch_size=len(prompts))
-        if len(proc.records) != len(prompts):
-            raise RuntimeError(f"the policy saw {len(proc.records)} rows for a batch of {len(prompts)}")
-        for g, r in zip(gens, proc.records):
-            g.meta.update(_decision(r))
-        if self.answer_model is None:
+        logits = self.heads.first_logits(prompts, cfg.system_prompt) if self.heads is not None else None
+        if logits is None:
+            gens = self.hf.generate(prompts, cfg, logits_processor=proc, batch_size=len(prompts))
+            records = self._records(proc, len(prompts))
+            for g, r in zip(gens, records):
+                g.meta.update(_decision(r))
+            answer = [i for i, r in enumerate(records) if not r["refused"]]  # a subset keeps HFModel's order
+        else:
+            # the same processor decides and records, from the logits of the deciding pass
+            proc(torch.zeros((len(prompts), 1), dtype=torch.long), logits)
+            records = self._records(proc, len(prompts))
+            gens = [Generation(text="") for _ in prompts]  # each is replaced below
+            refused = [i for i, r in enumerate(records) if r["refused"]]
+            if refused:
+                # the refusal text after the chosen token; the decision carried out is the deciding pass's
+                chosen = [self.scheme.tokens.index(records[i]["token"]) for i in refused]
+                force = RefusalTokenProcessor(
+                    FixedChoices(rows, chosen), self.token_ids, emit_respond=self.emit_respond, end_id=end_id
+                )
+                texts = self.hf.generate(
+                    [prompts[i] for i in refused], cfg, logits_processor=force, batch_size=len(refused)
+                )
+                for i, g in zip(refused, texts):
+                    g.meta.update(_decision(records[i]))
+                    gens[i] = g
+            answer = [i for i, r in enumerate(records) if not r["refused"]]
+        if self.answer_model is None or not answer:
             return gens
-        answer = [i for i, r in enumerate(proc.records) if not r["refused"]]  # a subset keeps HFModel's order
-        if answer:
-            # the [respond] decision is carried out by the answer model (the base model): an adapter
-            # trained with the loss on the control token only never learned text after [respond]
-            texts = self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
-            for i, g in zip(answer, texts):
-                g.meta.update(_decision(proc.records[i]), answered_by="base")
-                gens[i] = g
+        # the [respond] decision is carried out by the answer model (the base model): an adapter trained with
+        # the loss on the control token only never learned text after [respond]
+        texts = self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
+        for i, g in zip(answer, texts):
+            g.meta.update(_decision(records[i]), answered_by="base")
+            gens[i] = g
         return gens
+
+    @staticmethod
+    def _records(proc: RefusalTokenProcessor, n: int) -> list[dict[str, Any]]:
+        if len(proc.records) != n:
+            raise RuntimeError(f"the policy saw {len(proc.records)} rows for a batch of {n}")
+        return proc.records
 
     def describe(self, rp: RequestPolicy, meta: dict[str, Any]) -> dict[str, Any]:
         """Return the response's ``refusal`` object for one answer's ``meta``."""
