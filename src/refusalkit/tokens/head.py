@@ -139,9 +139,10 @@ def capture_states(
     """
     import torch
 
-    from refusalkit.tokens.train import final_hidden_states
+    from refusalkit.models.prefix import last_hidden_states
 
     texts = [hf.render(it.prompt) for it in items]
+    pad = hf.tokenizer.pad_token_id if hf.tokenizer.pad_token_id is not None else 0
     lengths = [len(ids) for ids in hf.tokenizer(texts, add_special_tokens=False)["input_ids"]]
     keep = [i for i, n in enumerate(lengths) if max_length is None or n <= max_length]
     hashes = [_text_hash(t) for t in texts]
@@ -154,13 +155,9 @@ def capture_states(
     hf.model.eval()
     for c in range(0, len(todo), CHUNK):
         part = todo[c : c + CHUNK]
-        rows = []
-        with torch.no_grad():
-            for s in range(0, len(part), batch_size):
-                idx = part[s : s + batch_size]
-                enc = hf.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                rows.append(final_hidden_states(hf.model, {k: v.to(hf.device) for k, v in enc.items()}).cpu())
-        h = torch.cat(rows)
+        ids = hf.tokenizer([texts[i] for i in part], add_special_tokens=False)["input_ids"]
+        # the chat template's shared prefix runs once per batch (about half of a short prompt's tokens)
+        h = last_hidden_states(hf.model, ids, batch_size=batch_size, pad_id=pad)
         cache.write([items[i].id for i in part], [hashes[i] for i in part], h)
         for i, row in zip(part, h):
             have[(items[i].id, hashes[i])] = row
