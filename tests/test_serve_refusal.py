@@ -299,3 +299,31 @@ def test_bundled_adapter_profiles_over_http(bundled_dir):
         assert ask(c, "What is the capital of France?", {"profile": "lenient"}).refusal["policy"] == "profile:lenient"
     finally:
         stop_server(proc)
+
+
+def test_decision_head_served_with_its_opener(tiny_model_dir, small_data, tmp_path):
+    """A decision head (`tokens train --head-only`: only the control tokens' output rows, on the frozen model)
+    behind `serve --adapter`: a refusal is written as the head's opener continued by the model (the frozen
+    model never saw a control token as input), an answer is the model's own; the decision is made inside the
+    one generate call (no answer model)."""
+    from openai import OpenAI
+
+    out = tmp_path / "head"
+    r = run_cli("tokens", "train", str(small_data), "-o", str(out), "-m", str(tiny_model_dir), "--head-only",
+                "--threads", "1", env={"REFUSALKIT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "refusal_tokens.json").read_text())
+    assert info["kind"] == "head"
+    proc, port = start_server(tiny_model_dir, "--adapter", str(out), "--max-tokens", "12",
+                              env={"REFUSALKIT_API_KEY": KEY})
+    try:
+        c = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=60)
+        refused = ask(c, PROMPTS[0], {"thresholds": {"*": 0.0}}, max_tokens=12)
+        answered = ask(c, PROMPTS[0], {"thresholds": {"*": 1.0}}, max_tokens=12)
+    finally:
+        log = stop_server(proc)
+    assert "Traceback" not in log, log
+    assert refused.refusal["refused"] and "answered_by" not in refused.refusal
+    opener = info["refusal_openers"][refused.refusal["control_token"]]
+    assert refused.choices[0].message.content.startswith(opener)
+    assert not answered.refusal["refused"] and not answered.choices[0].message.content.startswith(opener)

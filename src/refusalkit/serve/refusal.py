@@ -122,8 +122,11 @@ class RefusalControl:
         default: str | None = None,
         emit_respond: bool = True,
         answer_model: Any = None,
+        refusal_prefixes: dict[str, list[int]] | None = None,
     ):
         self.hf = hf
+        # a decision head on the frozen model: a refusal starts with its opener's tokens (tokens.generate)
+        self.refusal_prefixes = refusal_prefixes
         self.scheme = scheme
         self.token_ids = token_ids
         self.info = info
@@ -163,7 +166,7 @@ class RefusalControl:
 
         The profile files are read before the model loads, so a bad file fails fast with one line.
         """
-        from refusalkit.tokens.generate import answer_model_for, emits_respond
+        from refusalkit.tokens.generate import answer_model_for, emits_respond, opener_prefixes, refusal_openers
         from refusalkit.tokens.model import load_token_model, resolve_adapter
 
         adir = resolve_adapter(adapter)
@@ -180,6 +183,7 @@ class RefusalControl:
             names = ", ".join(sorted({*profiles, DEFAULT_PROFILE}))
             raise RefusalkitError(f"--profile {profile!r}: no such profile for this adapter; available: {names}")
         hf, scheme, ids, info = load_token_model(model, adapter, batch_size=batch_size)
+        openers = refusal_openers(info, scheme)
         return cls(
             hf,
             scheme,
@@ -189,6 +193,7 @@ class RefusalControl:
             default=profile,
             emit_respond=emits_respond(info),
             answer_model=answer_model_for(model, info, batch_size),
+            refusal_prefixes=opener_prefixes(openers, hf.tokenizer) if openers else None,
         )
 
     # --- a request's policy ----------------------------------------------------------------------------
@@ -262,7 +267,9 @@ class RefusalControl:
         write their refusal, answered rows end at once.
         """
         end_id = self.hf.tokenizer.eos_token_id if self.answer_model is not None else None
-        proc = RefusalTokenProcessor(rows, self.token_ids, emit_respond=self.emit_respond, end_id=end_id)
+        proc = RefusalTokenProcessor(
+            rows, self.token_ids, emit_respond=self.emit_respond, end_id=end_id, refusal_prefixes=self.refusal_prefixes
+        )
         logits = self.heads.first_logits(prompts, cfg.system_prompt) if self.heads is not None else None
         if logits is None:
             gens = self.hf.generate(prompts, cfg, logits_processor=proc, batch_size=len(prompts))
