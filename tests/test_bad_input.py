@@ -182,13 +182,14 @@ PROMPT_CASES = [
     Case("prompts/generate-past-context", ["generate", "{long}", "-o", "o.jsonl", "-m", "{tiny}"], "long.jsonl:2"),
     Case("prompts/eval-past-context", ["eval", "-m", "{tiny}", "--bench", "{long}", "--out", "run"],
          "long.jsonl:2"),
-    Case("prompts/tokens-score-past-context", ["tokens", "score", "{long}", "-o", "o.jsonl", "-m", "{tiny}"],
-         "long.jsonl:2"),
-    Case("prompts/tokens-generate-past-context", ["tokens", "generate", "{long}", "-o", "o.jsonl", "-m", "{tiny}"],
-         "long.jsonl:2"),
+    # refusal tokens need the model's own adapter: the bundled model's, with a prompt past its 8,192 tokens
+    Case("prompts/tokens-score-past-context", ["tokens", "score", "{longd}", "-o", "o.jsonl", "-m", "default"],
+         "longd.jsonl:2"),
+    Case("prompts/tokens-generate-past-context", ["tokens", "generate", "{longd}", "-o", "o.jsonl", "-m", "default"],
+         "longd.jsonl:2"),
     Case("prompts/generate-5mb", ["generate", "{huge}", "-o", "o.jsonl", "-m", "{tiny}"], "huge.jsonl:1"),
     Case("prompts/eval-5mb", ["eval", "-m", "{tiny}", "--bench", "{huge}", "--out", "run"], "huge.jsonl:1"),
-    Case("prompts/tokens-score-5mb", ["tokens", "score", "{huge}", "-o", "o.jsonl", "-m", "{tiny}"],
+    Case("prompts/tokens-score-5mb", ["tokens", "score", "{huge}", "-o", "o.jsonl", "-m", "default"],
          "huge.jsonl:1"),
     Case("prompts/compare-metrics-empty", ["compare", "empty", "runb"], "metrics.json"),
     Case("prompts/compare-metrics-lacks-fields", ["compare", "runb", "partial"], "metrics.json"),
@@ -271,6 +272,10 @@ def _make_files(tmp: Path, case: Case) -> dict[str, str]:
         (tmp / "long.jsonl").write_text(json.dumps({"prompt": "short"}) + "\n"
                                         + json.dumps({"prompt": "many words " * 400}) + "\n")
         vals["long"] = "long.jsonl"
+    if "{longd}" in case.args:
+        (tmp / "longd.jsonl").write_text(json.dumps({"prompt": "short"}) + "\n"
+                                         + json.dumps({"prompt": "many words " * 4500}) + "\n")
+        vals["longd"] = "longd.jsonl"
     if "{huge}" in case.args:
         (tmp / "huge.jsonl").write_text(json.dumps({"prompt": "x" * 5_000_000}) + "\n")
         vals["huge"] = "huge.jsonl"
