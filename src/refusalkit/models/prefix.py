@@ -30,20 +30,37 @@ def _body(model: Any) -> Any:
     return base.model if hasattr(base, "model") else base
 
 
-def prefix_forward(model: Any, ids: Sequence[Sequence[int]], *, pad_id: int = 0, hidden: bool = False) -> Any:
+def prefix_forward(
+    model: Any,
+    ids: Sequence[Sequence[int]],
+    *,
+    pad_id: int = 0,
+    hidden: bool = False,
+    head: tuple[Sequence[int], Any] | None = None,
+) -> Any:
     """Return, for one batch of tokenized prompts, the float32 logits of the next token (``[n, vocab]``) or,
     with ``hidden``, the final hidden state after the model's last norm (``[n, d]``), at each prompt's
-    last position; equal to a plain forward pass up to float rounding.
+    last position (on the CPU); equal to a plain forward pass up to float rounding.
 
     ``model`` is a transformers causal LM (a peft wrapper is unwrapped for ``hidden``); the batch's common
-    token prefix is run once and its cache repeated over the rows.
+    token prefix is run once and its cache repeated over the rows. ``head`` (token ids and the key/value cache
+    of one row that ran them, e.g. kept by a server) is used instead when given: every row must start with
+    those ids and go on after them; the cache is copied, never changed.
     """
+    import copy
+
     import torch
 
     net = _body(model) if hidden else model
     dev = next(net.parameters()).device
     rows = [list(r) for r in ids]
-    p = common_prefix_len(rows)
+    if head is not None:
+        hid = list(head[0])
+        if any(len(r) <= len(hid) or r[: len(hid)] != hid for r in rows):
+            raise ValueError("every prompt must start with the head's tokens and go on after them")
+        p = len(hid)
+    else:
+        p = common_prefix_len(rows)
     sfx = [r[p:] for r in rows]
     n = max(len(r) for r in sfx)
     x = torch.full((len(rows), n), pad_id, dtype=torch.long)
@@ -57,8 +74,10 @@ def prefix_forward(model: Any, ids: Sequence[Sequence[int]], *, pad_id: int = 0,
     kw: dict[str, Any] = {"attention_mask": mask.to(dev), "position_ids": pos.to(dev)}
     with torch.no_grad():
         if p:
-            pre = net(input_ids=torch.tensor([rows[0][:p]], device=dev), use_cache=True)
-            cache = pre.past_key_values
+            if head is not None:
+                cache = copy.deepcopy(head[1])
+            else:
+                cache = net(input_ids=torch.tensor([rows[0][:p]], device=dev), use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(rows))
             kw["past_key_values"] = cache
             kw["use_cache"] = True

@@ -13,13 +13,13 @@ output head there only (``logits_to_keep=1``). Logits agree with a full pass to 
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
 import torch
 
 from refusalkit.models.base import PromptLike
+from refusalkit.models.prefix import prefix_forward
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,5 @@ class HeadCache:
         rows = [tok(self.hf.render(p, system_prompt), add_special_tokens=False)["input_ids"] for p in prompts]
         if any(len(r) <= k or r[:k] != ids for r in rows):
             return None
-        suffixes = [r[k:] for r in rows]
-        n, width = len(rows), max(map(len, suffixes))
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        dev = self.hf.device
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=dev)
-        mask = torch.tensor([[1] * k + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev)
-        # positions continue the head's, skipping the padding (as generate's left padding does)
-        pos = torch.tensor(
-            [[k] * (width - len(s)) + list(range(k, k + len(s))) for s in suffixes], device=dev, dtype=torch.long
-        )
-        past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(n)
-        out = self.hf.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1, :].float()
+        return prefix_forward(self.hf.model, rows, pad_id=pad, head=head)
