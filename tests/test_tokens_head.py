@@ -188,11 +188,12 @@ def test_hash_check_and_bad_input(head, qwen_dir, tiny_model_dir, head_data, tmp
                 "--adapter", str(out))
     assert r.returncode == 2 and "decision head for the base model" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.jsonl").exists()
-    # no adapter ships for the subject model yet: one clear line, before the model loads
-    r = run_cli("tokens", "score", str(src), "-o", str(tmp_path / "s.jsonl"), "-m", "subject")
-    assert r.returncode == 2 and "no refusal-token adapter is bundled for --model subject" in r.stderr
-    r = run_cli("tokens", "generate", str(src), "-o", str(tmp_path / "g.jsonl"), "-m", "subject", "-p", "balanced")
+    # no adapter ships for this model: one clear line (the subject model's head ships; see below)
+    r = run_cli("tokens", "score", str(src), "-o", str(tmp_path / "s.jsonl"), "-m", str(qwen_dir))
+    assert r.returncode == 2 and "no refusal-token adapter is bundled for --model" in r.stderr
+    r = run_cli("tokens", "generate", str(src), "-o", str(tmp_path / "g.jsonl"), "-m", str(qwen_dir), "-p", "balanced")
     assert r.returncode == 2 and "no refusal-token adapter is bundled" in r.stderr
+    assert not (tmp_path / "s.jsonl").exists() and not (tmp_path / "g.jsonl").exists()
     # a head whose rows file is gone is named by its manifest
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
@@ -320,3 +321,19 @@ def test_killed_capture_resumes_from_its_chunks(tmp_path, bundled_dir, head_data
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{64 * kept} of 200 cached; computing {200 - 64 * kept}" in r.stderr
     assert json.loads((tmp_path / "a" / "refusal_tokens.json").read_text())["hidden_states"]["cached"] == 64 * kept
+
+
+def test_the_subject_models_head_ships_with_its_profiles():
+    """`--model subject` finds its shipped decision head (by the card's base model, without loading the model),
+    whose profiles were made for exactly these rows."""
+    from refusalkit.tokens.model import adapter_hash, bundled_adapter_dir, read_adapter_info, resolve_adapter
+
+    d = bundled_adapter_dir("subject")
+    assert d.name == "qwen2.5-coder-1.5b-harm-head" and resolve_adapter("bundled", "subject") == d
+    info = read_adapter_info(d)
+    assert info["kind"] == "head" and info["base_model"] == "subject"
+    assert (d / "output_rows.safetensors").stat().st_size < 64_000
+    for name in ("argmax", "balanced", "strict", "lenient"):
+        prof = json.loads((d / "profiles" / f"{name}.json").read_text())
+        assert prof["adapter_sha256"] == adapter_hash(d) and prof["token_ids"] == info["token_ids"]
+    assert bundled_adapter_dir("default").name == "smollm2-135m-coconot"

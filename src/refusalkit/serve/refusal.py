@@ -169,7 +169,7 @@ class RefusalControl:
         from refusalkit.tokens.generate import answer_model_for, emits_respond, opener_prefixes, refusal_openers
         from refusalkit.tokens.model import load_token_model, resolve_adapter
 
-        adir = resolve_adapter(adapter)
+        adir = resolve_adapter(adapter, model)  # `bundled`: the adapter shipped for this model
         profiles: dict[str, dict[str, Any]] = {}
         shipped = adir / "profiles"
         for p in sorted(shipped.glob("*.json")) if shipped.is_dir() else []:
