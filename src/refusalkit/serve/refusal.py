@@ -33,6 +33,7 @@ from refusalkit.models.base import Generation, GenerationConfig, PromptLike
 from refusalkit.serve.decide import HeadCache
 from refusalkit.serve.errors import APIError
 from refusalkit.tokens.calibrate import parse_targets
+from refusalkit.tokens.generate import decision_meta
 from refusalkit.tokens.policy import Policy, RefusalTokenProcessor, policy_from_profile
 from refusalkit.tokens.scheme import RESPOND, TokenScheme
 
@@ -275,7 +276,7 @@ class RefusalControl:
             gens = self.hf.generate(prompts, cfg, logits_processor=proc, batch_size=len(prompts))
             records = self._records(proc, len(prompts))
             for g, r in zip(gens, records):
-                g.meta.update(_decision(r))
+                g.meta.update(decision_meta(r))
             answer = [i for i, r in enumerate(records) if not r["refused"]]  # a subset keeps HFModel's order
         else:
             # the same processor decides and records, from the logits of the deciding pass
@@ -293,7 +294,7 @@ class RefusalControl:
                     [prompts[i] for i in refused], cfg, logits_processor=force, batch_size=len(refused)
                 )
                 for i, g in zip(refused, texts):
-                    g.meta.update(_decision(records[i]))
+                    g.meta.update(decision_meta(records[i]))
                     gens[i] = g
             answer = [i for i, r in enumerate(records) if not r["refused"]]
         if self.answer_model is None or not answer:
@@ -302,7 +303,7 @@ class RefusalControl:
         # the loss on the control token only never learned text after [respond]
         texts = self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
         for i, g in zip(answer, texts):
-            g.meta.update(_decision(records[i]), answered_by="base")
+            g.meta.update(decision_meta(records[i]), answered_by="base")
             gens[i] = g
         return gens
 
@@ -341,13 +342,3 @@ class RefusalControl:
             "tokens": self.scheme.tokens,
             "respond_token": RESPOND,
         }
-
-
-def _decision(rec: dict[str, Any]) -> dict[str, Any]:
-    """Return a processor record as a Generation's ``meta`` fields (as ``tokens generate`` writes them)."""
-    return {
-        "control_token": rec["token"],
-        "control_category": rec["category"],
-        "refused": rec["refused"],
-        "probs": rec["probs"],
-    }

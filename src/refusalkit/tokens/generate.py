@@ -72,7 +72,7 @@ class PolicyModel:
                 [prompts[i] for i in idx], cfg, logits_processor=self.processor, batch_size=len(idx)
             )
             for i, g, r in zip(idx, gens, self._records(len(idx))):
-                g.meta.update(_decision(r))
+                g.meta.update(decision_meta(r))
                 out[i] = g
         return [out[i] for i in range(len(prompts))]
 
@@ -103,7 +103,7 @@ class PolicyModel:
             # decision turns to [respond] here ends at once and is answered below)
             for i, g, r in zip(refused, gens, self._records(len(refused))):
                 recs[i] = r
-                g.meta.update(_decision(r))
+                g.meta.update(decision_meta(r))
                 out[i] = g
         answer = [i for i in idx if not recs[i]["refused"]]
         if answer:
@@ -112,11 +112,13 @@ class PolicyModel:
             for i, g in zip(
                 answer, self.answer_model.generate([prompts[i] for i in answer], cfg, batch_size=len(answer))
             ):
-                g.meta.update(_decision(recs[i]), answered_by="base")
+                g.meta.update(decision_meta(recs[i]), answered_by="base")
                 out[i] = g
 
 
-def _decision(rec: dict[str, Any]) -> dict[str, Any]:
+def decision_meta(rec: dict[str, Any]) -> dict[str, Any]:
+    """Return a policy processor's record as a Generation's ``meta`` fields (what ``tokens generate`` and the
+    server write)."""
     return {
         "control_token": rec["token"],
         "control_category": rec["category"],
