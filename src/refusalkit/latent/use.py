@@ -18,8 +18,6 @@ from refusalkit.models.hf import resolve_dtype
 VECTORS = ("refusal", "harmfulness")
 
 
-
-
 def load_hf(spec: str, *, batch_size: int = 8, dtype: str = "auto") -> Any:
     """Return the HFModel for a ``--model`` string; endpoints have no residual stream to work on."""
     from refusalkit.models.spec import ModelSpec, load_model
