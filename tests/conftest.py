@@ -65,6 +65,22 @@ def tiny_model_dir(tmp_path_factory, bundled_dir) -> Path:
     return out
 
 
+@pytest.fixture
+def other_model_dir(tiny_model_dir, tmp_path) -> Path:
+    """Return a copy of the tiny model with its final norm shifted: same shapes and tokenizer, other weights
+    (for checks that an artifact refuses a model it was not made for)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    m = AutoModelForCausalLM.from_pretrained(other)
+    with torch.no_grad():
+        m.model.norm.weight.add_(0.5)
+    m.save_pretrained(other)
+    return other
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path | None = None,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``refusalkit ARGS`` as a subprocess (the way users do) and return the completed process."""

@@ -104,18 +104,8 @@ def test_guard_fit_refits_the_guard_at_the_given_positions(direction, splits, tm
     assert r.returncode == 2 and "post-9" in r.stderr and "Traceback" not in r.stderr and not bad.exists()
 
 
-def test_direction_for_another_model_is_refused(direction, splits, tmp_path, tiny_model_dir):
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    other = tmp_path / "other"
-    shutil.copytree(tiny_model_dir, other)
-    m = AutoModelForCausalLM.from_pretrained(other)
-    with torch.no_grad():
-        m.model.norm.weight.add_(0.5)
-    m.save_pretrained(other)
+def test_direction_for_another_model_is_refused(direction, splits, tmp_path, other_model_dir):
+    other = other_model_dir
     r = run_cli("latent", "guard", "--direction", str(direction), "--model", str(other), str(splits[0]),
                 "-o", str(tmp_path / "g.jsonl"), env=ENV)
     assert r.returncode == 2 and "extracted from model" in r.stderr and "Traceback" not in r.stderr

@@ -178,16 +178,8 @@ def test_prompt_predictor_guard_beside_a_refusal_adapter(tiny_model_dir, predict
     assert poem["refusal"]["policy"] == "default:argmax"
 
 
-def test_guard_for_another_model_exits_2(tiny_model_dir, latent_guard, predictor, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    other = tmp_path / "other"
-    shutil.copytree(tiny_model_dir, other)
-    m = AutoModelForCausalLM.from_pretrained(other)
-    with torch.no_grad():
-        m.model.norm.weight.add_(0.5)
-    m.save_pretrained(other)
+def test_guard_for_another_model_exits_2(other_model_dir, latent_guard, predictor, tmp_path):
+    other = other_model_dir
     port = str(free_port())
     r = run_cli("serve", "--model", str(other), "--port", port, "--guard", str(latent_guard), env=ENV)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
