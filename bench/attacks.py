@@ -5,6 +5,7 @@ Usage:
 
     python bench/attacks.py [--model subject] [--attacker SAME] [--judge MODEL] [--transforms past,future]
                             [--n 100] [--k 5] [--max-new-tokens 150] [--temperature 1.0] [--out DIR]
+    python bench/attacks.py --runs RUN_DIR [RUN_DIR ...] [--out TABLE.md]   # tabulate `refusalkit attack` runs
 
 Defaults follow the paper where a CPU allows: the target is the bundled ``subject`` model (it refuses most
 JailbreakBench behaviours; SmolLM2 refuses none), sampled at temperature 1 with up to 150 new tokens; the
@@ -42,11 +43,13 @@ def table(results: dict[str, dict], args: argparse.Namespace) -> str:
     """Return the markdown tables: ASR per transform (direct, k=1, k) and ASR at k per category."""
     first = next(iter(results.values()))
     attacker = next((m["run"]["attacker"] for m in results.values() if m["run"].get("attacker")), "-")
+    gen = first["run"].get("generation") or {}
     lines = [
         f"Target `{first['run']['model']}`, attacker `{attacker}`, judge "
-        f"`{first['run'].get('judge') or '-'}`; {first['n']} JailbreakBench behaviours (seed {args.seed}), "
-        f"k = {args.k}, target T = {args.temperature}, {args.max_new_tokens} new tokens; success = "
-        f"{first['criterion']}. Rates with 95% bootstrap intervals (Wilson in brackets after).",
+        f"`{first['run'].get('judge') or '-'}`; {first['n']} JailbreakBench behaviours (seed "
+        f"{first['run'].get('seed', args.seed)}), k = {first['k']}, target T = "
+        f"{gen.get('temperature', args.temperature)}, {gen.get('max_new_tokens', args.max_new_tokens)} new tokens; "
+        f"success = {first['criterion']}. Rates with 95% bootstrap intervals (Wilson in brackets after).",
         "",
         "| transform | n | direct | ASR@1 | ASR@k | Wilson (ASR@k) | attempts run | mean attempts to success |",
         "|---|---|---|---|---|---|---|---|",
@@ -73,6 +76,22 @@ def table(results: dict[str, dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tabulate_runs(args: argparse.Namespace) -> None:
+    """Print (and write beside the first run, as ``table.md``) the table of finished attack runs."""
+    results: dict[str, dict] = {}
+    for d in args.runs:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing (run `refusalkit attack ... --out {d}` to the end first)")
+        m = json.loads(path.read_text(encoding="utf-8"))
+        results[m.get("transform") or Path(d).name] = m
+    text = table(results, args)
+    out = Path(args.out) if args.out else Path(args.runs[0]).parent / "table.md"
+    out.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="subject")
@@ -89,7 +108,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", default=None, help="default: bench/out/attacks-<model>-n<N>-k<K>")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="only tabulate finished `refusalkit attack` folders side by side (their metrics.json); nothing runs",
+    )
     args = ap.parse_args()
+    if args.runs:
+        tabulate_runs(args)
+        return
 
     from refusalkit.attacks import get_transform, run_attack
     from refusalkit.evaluate.attack_report import check_attack_dir, write_attack_outputs

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -90,3 +92,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path |
     exe = shutil.which("refusalkit", path=str(Path(sys.executable).parent)) or "refusalkit"
     return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=timeout,
                           cwd=cwd, input=input)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, data_dir):
+    """A small CoCoNot subset: two categories, both labels, 6 prompts each."""
+    rows = [json.loads(line) for line in (data_dir / "coconot_prompts.jsonl").read_text().splitlines()]
+    rng = random.Random(0)
+    out = []
+    for cat in ("Requests with safety concerns", "Unsupported requests"):
+        for lab in ("should_not_comply", "should_comply"):
+            out += rng.sample([r for r in rows if r["category"] == cat and r["label"] == lab], 6)
+    p = tmp_path_factory.mktemp("refdata") / "small.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in out) + "\n")
+    return p

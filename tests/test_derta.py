@@ -16,6 +16,7 @@ from refusalkit.training.derta_data import (
     read_harmful_pairs,
     read_harmless,
     reformulate,
+    rewrite_with_attacker,
 )
 
 
@@ -82,6 +83,17 @@ def test_tense_rows_replace_harmful_ones_at_the_requested_share(harmful, tok):
     assert len(rows) == 100
     assert card["by_kind"]["tense"] == 5 and card["by_kind"]["harmful"] == 55
     assert all(r["k"] == 0 and r["source"] == "tense:past" for r in rows if r["kind"] == "tense")
+
+
+def test_rewrite_with_attacker_runs_a_real_model_and_keeps_each_requests_category(tiny_model_dir):
+    reqs = [{"prompt": f"Explain how to do harmful thing {i}", "category": f"c{i}"} for i in range(3)]
+    seen: list[str] = []
+    rows = rewrite_with_attacker(reqs, str(tiny_model_dir), ["past", "future"], seed=3, batch_size=2, log=seen.append)
+    assert [r["original"] for r in rows] == [r["prompt"] for r in reqs]
+    assert [r["category"] for r in rows] == ["c0", "c1", "c2"]
+    assert {r["transform"] for r in rows} == {"past", "future"}
+    assert all(isinstance(r["prompt"], str) and r["prompt"].strip() for r in rows)
+    assert seen == ["  reformulated 2/3", "  reformulated 3/3"]
 
 
 def test_reformulate_uses_the_paper_prompt_and_cleans_the_answer():

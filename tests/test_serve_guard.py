@@ -16,10 +16,9 @@ import shutil
 
 import httpx
 import pytest
-from test_serve_http import free_port, start_server, stop_server
-from test_serve_refusal import small_data  # noqa: F401  (a fixture: a small CoCoNot subset)
 
 from conftest import run_cli
+from test_serve_http import free_port, start_server, stop_server
 
 KEY = "guard-key-71aa"
 ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}

@@ -25,28 +25,6 @@ def _default(name: str) -> str:
     return str(data_root() / name)
 
 
-def _tense_rows(requests: list[dict], attacker: str, transforms: list[str], seed: int, batch_size: int) -> list[dict]:
-    """Return tense reformulations of ``requests`` written by ``attacker`` (temperature 1, 150 new tokens)."""
-    from refusalkit.models.base import GenerationConfig
-    from refusalkit.models.spec import load_model
-    from refusalkit.training.derta_data import reformulate
-
-    model = load_model(attacker, batch_size=batch_size)
-    gcfg = GenerationConfig(max_new_tokens=150, temperature=1.0, seed=seed)
-
-    def generate(prompts: list[str]) -> list[str]:
-        outs: list[str] = []
-        for s in range(0, len(prompts), batch_size):
-            outs += [g.text for g in model.generate(list(prompts[s : s + batch_size]), gcfg)]
-            _log(f"  reformulated {len(outs)}/{len(prompts)}")
-        return outs
-
-    rows = reformulate([r["prompt"] for r in requests], generate, transforms, seed=seed)
-    for row, req in zip(rows, requests):
-        row["category"] = req.get("category")
-    return rows
-
-
 @train_app.command("derta-data")
 @handle_errors
 def derta_data_cmd(
@@ -168,7 +146,9 @@ def derta_data_cmd(
             reqs = list(seen.values())
         reqs = random.Random(seed).sample(reqs, min(n_need, len(reqs)))
         _log(f"rewriting {len(reqs)} requests ({', '.join(names)}) with {ModelSpec.parse(attacker or '').display}")
-        tense_rows = _tense_rows(reqs, attacker or "", names, seed, batch_size)
+        from refusalkit.training.derta_data import rewrite_with_attacker
+
+        tense_rows = rewrite_with_attacker(reqs, attacker or "", names, seed=seed, batch_size=batch_size, log=_log)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ModelSpec.parse(model).weights_source())

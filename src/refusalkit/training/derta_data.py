@@ -235,6 +235,38 @@ def reformulate(
     ]
 
 
+def rewrite_with_attacker(
+    requests: list[dict[str, Any]],
+    attacker: str,
+    transforms: Sequence[str],
+    *,
+    seed: int = 1234,
+    batch_size: int = 8,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Return :func:`reformulate`'s rows for ``requests`` (rows with a ``prompt``) written by the model
+    ``attacker`` (any model spec; temperature 1, 150 new tokens, as the paper), each with the request's
+    ``category``."""
+    from refusalkit.models.base import GenerationConfig
+    from refusalkit.models.spec import load_model
+
+    model = load_model(attacker, batch_size=batch_size)
+    gcfg = GenerationConfig(max_new_tokens=150, temperature=1.0, seed=seed)
+
+    def generate(prompts: list[str]) -> list[str]:
+        outs: list[str] = []
+        for s in range(0, len(prompts), batch_size):
+            outs += [g.text for g in model.generate(list(prompts[s : s + batch_size]), gcfg)]
+            if log:
+                log(f"  reformulated {len(outs)}/{len(prompts)}")
+        return outs
+
+    rows = reformulate([r["prompt"] for r in requests], generate, transforms, seed=seed)
+    for row, req in zip(rows, requests):
+        row["category"] = req.get("category")
+    return rows
+
+
 def _round_robin(pairs: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
     """Return ``pairs`` shuffled so that every query appears once before any appears twice."""
     by_q: dict[str, list[dict[str, Any]]] = {}
