@@ -106,6 +106,38 @@ def test_scores_follow_the_fitted_rows(head, qwen_dir, head_data, tmp_path):
     assert len(scored) == 16 and sum(hits) / 16 == pytest.approx(info["head"]["val_accuracy"], abs=1e-6)
 
 
+def test_head_scorer_reads_the_cache_and_agrees_with_tokens_score(head, qwen_dir, head_data, tmp_path):
+    """HeadScorer (heads compared on cached states) gives `tokens score`'s probabilities without a forward
+    pass for cached prompts, and refuses a head fitted to another model."""
+    from refusalkit.errors import RefusalkitError
+    from refusalkit.tokens.data import read_labelled
+    from refusalkit.tokens.head import HeadScorer
+    from refusalkit.tokens.scheme import TokenScheme
+
+    out, work, _ = head
+    val = tmp_path / "val.jsonl"
+    rows = [json.loads(line) for line in head_data.read_text().splitlines()]
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows if r["token_split"] == "val"))
+    r = run_cli("tokens", "score", str(val), "-o", str(tmp_path / "s.jsonl"), "-m", str(qwen_dir), "--adapter", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = {s["id"]: s["probs"] for s in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
+    info = json.loads((out / "refusal_tokens.json").read_text())
+    seen: list[str] = []
+    scorer = HeadScorer(str(qwen_dir), work, TokenScheme.from_dict(info["scheme"]), log=seen.append)
+    items = read_labelled(str(val))
+    H, lse = scorer.states(items)
+    assert not any("computing" in m for m in seen)  # val states were cached by the training run
+    q = scorer.probs(out, H, lse)
+    for it, row in zip(items, q):
+        assert row.tolist() == pytest.approx([want[it.id][t] for t in TOKENS], abs=2e-5)
+    bad = tmp_path / "other"
+    shutil.copytree(out, bad)
+    card = json.loads((bad / "refusal_tokens.json").read_text())
+    (bad / "refusal_tokens.json").write_text(json.dumps({**card, "base_model_sha256": "0" * 64}))
+    with pytest.raises(RefusalkitError, match="another base model"):
+        scorer.probs(bad, H, lse)
+
+
 def test_cache_resumes_and_serves_a_second_fit(head, qwen_dir, head_data, tiny_model_dir, tmp_path):
     out, work, first = head
     assert "0 of 72 cached; computing 72" in first.stderr

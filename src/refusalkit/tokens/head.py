@@ -175,6 +175,60 @@ def capture_states(
     return H, kept, figures
 
 
+class HeadScorer:
+    """Control-token probabilities of prompts under any number of decision heads fitted to one frozen model,
+    from one cached forward pass per prompt (the :class:`StateCache` of ``work_dir``, shared with
+    ``tokens train --head-only``): comparing heads on the same prompts costs the prompts once.
+
+    ``scheme`` is the heads' token scheme (every head scored must have the same one, hence the same token ids).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        work_dir: str | Path,
+        scheme: TokenScheme,
+        *,
+        batch_size: int = 8,
+        log: Callable[[str], None] = _log.info,
+    ):
+        from refusalkit.models.spec import load_local_model
+
+        self.hf = load_local_model(model, batch_size=batch_size)
+        self.token_ids = add_control_tokens(self.hf.tokenizer, self.hf.model, scheme)
+        self.ids = [self.token_ids[t] for t in scheme.tokens]
+        self.W = self.hf.model.get_output_embeddings().weight.detach().float().cpu()
+        self.cache = StateCache(Path(work_dir) / STATES_DIR, model_hash(self.hf.path))
+        self.batch_size = batch_size
+        self.log = log
+
+    def states(self, items: list[LabelledPrompt]) -> tuple[Any, Any]:
+        """Return ``(H, lse)``: each prompt's final hidden state at the first response position and the
+        logsumexp of the rest of the vocabulary there (every prompt kept, whatever its length)."""
+        H, _, _ = capture_states(self.hf, items, self.cache, batch_size=self.batch_size, log=self.log)
+        return H, other_logsumexp(H, self.W, self.ids)
+
+    def probs(self, head_dir: str | Path, H: Any, lse: Any) -> Any:
+        """Return ``[n, len(scheme.tokens)]`` float64 control-token probabilities under the head in
+        ``head_dir``: the softmax over the whole vocabulary, as ``tokens score`` computes it.
+
+        Raises RefusalkitError when the head was fitted to another model or lacks a row of the scheme."""
+        import torch
+        from safetensors.torch import load_file
+
+        info = json.loads((Path(head_dir) / TOKENS_FILE).read_text(encoding="utf-8"))
+        if info.get("base_model_sha256") != self.cache.model_sha256:
+            raise RefusalkitError(f"{head_dir}: this head was fitted to another base model than {self.hf.path}")
+        rows = load_file(str(Path(head_dir) / OUTPUT_ROWS_FILE))
+        missing = [i for i in self.ids if str(i) not in rows]
+        if missing:
+            raise RefusalkitError(f"{head_dir}: no output row for token ids {missing} (another token scheme?)")
+        E = torch.stack([rows[str(i)] for i in self.ids]).float()
+        logits = H @ E.T
+        z = torch.logsumexp(torch.cat([lse[:, None], logits], 1), 1)
+        return torch.exp(logits - z[:, None]).double().numpy()
+
+
 def _targets(items: list[LabelledPrompt], scheme: TokenScheme, order: list[str]) -> Any:
     """Return the index into ``order`` (control tokens) of each item's decision."""
     import torch
