@@ -89,14 +89,14 @@ def augmented(rows: list[dict], tense: list[dict], out: Path) -> Path:
     return path
 
 
-def attack_records(run_dir: Path) -> list[dict]:
-    """Return the attack run's records (``attempts.jsonl``); raise SystemExit when it has none."""
+def attack_records(run_dir: Path) -> tuple[list[dict], int]:
+    """Return the attack run's records (``attempts.jsonl``) and its k; raise SystemExit when it has none."""
     from refusalkit.data.io import iter_jsonl
 
     path = run_dir / "attempts.jsonl"
-    if not path.is_file():
+    if not path.is_file() or not (run_dir / "metrics.json").is_file():
         raise SystemExit(f"{path}: missing (is the attack finished?)")
-    return list(iter_jsonl(path))
+    return list(iter_jsonl(path)), int(json.loads((run_dir / "metrics.json").read_text())["k"])
 
 
 def guarded_asr(recs: list[dict], refused: dict[tuple[str, int], bool], k: int) -> dict:
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--attacker", default="subject")
     ap.add_argument("--head", default="bundled", help="the undefended head (default: the shipped subject head)")
     ap.add_argument("--share", type=float, default=0.05, help="tense rewrites' share of the training mix")
-    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--k", type=int, default=5, help="attempts counted (at most each run's own k)")
     ap.add_argument("--balanced", action="store_true", help="also max-F1 thresholds (550 calibration forward passes)")
     ap.add_argument("--xstest", action="store_true", help="also score XSTest (450 more forward passes)")
     ap.add_argument("--work", default="/work/tk/subject_head_work", help="hidden-state cache folder")
@@ -228,16 +228,17 @@ def main() -> None:
 
     attacks: dict = {}
     for run in args.attacks:
-        recs = attack_records(Path(run))
+        recs, k_run = attack_records(Path(run))
+        k = min(args.k, k_run)  # attempts beyond the run's own k were never generated
         name = Path(run).name
         its = [LabelledPrompt(id=f"atk-{r['id']}", prompt=r["prompt"], category=None, refuse=True) for r in recs]
         q = probs(its)
         for (h, p), pol in policies.items():
             ref = pol.refuses(q[h])
             refused = {(r["id"], r["attempt"]): bool(x) for r, x in zip(recs, ref)}
-            attacks.setdefault(name, {})[f"{h}/{p}"] = guarded_asr(recs, refused, args.k)
+            attacks.setdefault(name, {})[f"{h}/{p}"] = {**guarded_asr(recs, refused, k), "k": k}
         no_head = {(r["id"], r["attempt"]): False for r in recs}
-        attacks[name]["no head"] = guarded_asr(recs, no_head, args.k)
+        attacks[name]["no head"] = {**guarded_asr(recs, no_head, k), "k": k}
 
     summary = {
         "data": args.data,
@@ -253,12 +254,12 @@ def main() -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
-    lines = ["| attack | policy | direct | ASR@1 | ASR@k |", "|---|---|---|---|---|"]
+    lines = ["| attack | policy | direct | ASR@1 | ASR@k | k |", "|---|---|---|---|---|---|"]
     for name, by in attacks.items():
         for pol, a in by.items():
             lo, hi = a["asr_at_k"]
             ak = pct(lo) if lo == hi else f"[{pct(lo)}, {pct(hi)}]"
-            lines.append(f"| {name} | {pol} | {pct(a['asr_direct'])} | {pct(a['asr_at_1'])} | {ak} |")
+            lines.append(f"| {name} | {pol} | {pct(a['asr_direct'])} | {pct(a['asr_at_1'])} | {ak} | {a['k']} |")
     lines += ["", "| prompts (test split) | n | " + " | ".join(f"{h}/{p}" for h, p in policies) + " |"]
     lines.append("|---|---|" + "---|" * len(policies))
     for g, d in over.items():
