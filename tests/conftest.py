@@ -94,15 +94,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path |
                           cwd=cwd, input=input)
 
 
+def coconot_subset(data_dir: Path, out: Path, n: int) -> Path:
+    """Write ``n`` seeded CoCoNot prompts per (category, label) of two categories (safety, unsupported) to
+    ``out/small.jsonl``; return its path."""
+    rows = [json.loads(line) for line in (data_dir / "coconot_prompts.jsonl").read_text().splitlines()]
+    rng = random.Random(0)
+    picked = []
+    for cat in ("Requests with safety concerns", "Unsupported requests"):
+        for lab in ("should_not_comply", "should_comply"):
+            picked += rng.sample([r for r in rows if r["category"] == cat and r["label"] == lab], n)
+    p = out / "small.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in picked) + "\n")
+    return p
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory, data_dir):
     """A small CoCoNot subset: two categories, both labels, 6 prompts each."""
-    rows = [json.loads(line) for line in (data_dir / "coconot_prompts.jsonl").read_text().splitlines()]
-    rng = random.Random(0)
-    out = []
-    for cat in ("Requests with safety concerns", "Unsupported requests"):
-        for lab in ("should_not_comply", "should_comply"):
-            out += rng.sample([r for r in rows if r["category"] == cat and r["label"] == lab], 6)
-    p = tmp_path_factory.mktemp("refdata") / "small.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in out) + "\n")
-    return p
+    return coconot_subset(data_dir, tmp_path_factory.mktemp("refdata"), 6)

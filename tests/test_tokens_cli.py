@@ -4,26 +4,16 @@ generate, logit-bias; and the shipped adapter and profiles on the bundled model 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
-from conftest import run_cli
+from conftest import coconot_subset, run_cli
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory, data_dir):
-    """A small stratified CoCoNot subset (two categories, both labels)."""
-    rows = [json.loads(l) for l in (data_dir / "coconot_prompts.jsonl").read_text().splitlines()]
-    rng = random.Random(0)
-    out = []
-    for cat in ("Requests with safety concerns", "Unsupported requests"):
-        for lab in ("should_not_comply", "should_comply"):
-            pool = [r for r in rows if r["category"] == cat and r["label"] == lab]
-            out += rng.sample(pool, 15)
-    p = tmp_path_factory.mktemp("tokdata") / "small.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in out) + "\n")
-    return p
+    """A small stratified CoCoNot subset (two categories, both labels, 15 prompts each)."""
+    return coconot_subset(data_dir, tmp_path_factory.mktemp("tokdata"), 15)
 
 
 @pytest.fixture(scope="module")
