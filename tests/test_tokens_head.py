@@ -89,16 +89,24 @@ def test_head_only_writes_a_small_adapter_without_lora(head, qwen_dir):
     assert len(list((work / "hidden_states").glob("chunk-*.safetensors"))) == 2  # 64 + 8 prompts
 
 
-def test_scores_follow_the_fitted_rows(head, qwen_dir, head_data, tmp_path):
+@pytest.fixture(scope="module")
+def val_scored(head, qwen_dir, head_data, tmp_path_factory):
+    """The val prompts (a file of their own) and their `tokens score` rows under the trained head."""
+    out, _, _ = head
+    d = tmp_path_factory.mktemp("valscore")
+    val = d / "val.jsonl"
+    rows = [json.loads(line) for line in head_data.read_text().splitlines()]
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows if r["token_split"] == "val"))
+    r = run_cli("tokens", "score", str(val), "-o", str(d / "s.jsonl"), "-m", str(qwen_dir), "--adapter", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return val, [json.loads(line) for line in (d / "s.jsonl").read_text().splitlines()]
+
+
+def test_scores_follow_the_fitted_rows(head, val_scored):
     """The loader applies the fitted rows: argmax over the control tokens on the val prompts, scored through
     the CLI, has the val accuracy the fit recorded."""
     out, _, _ = head
-    val = tmp_path / "val.jsonl"
-    rows = [json.loads(line) for line in head_data.read_text().splitlines()]
-    val.write_text("".join(json.dumps(r) + "\n" for r in rows if r["token_split"] == "val"))
-    r = run_cli("tokens", "score", str(val), "-o", str(tmp_path / "s.jsonl"), "-m", str(qwen_dir), "--adapter", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    scored = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    _, scored = val_scored
     want = {"Requests with safety concerns": "[refuse:safety]", "Unsupported requests": "[refuse:unsupported]"}
     hits = [max(s["probs"], key=s["probs"].get) == (want[s["category"]] if s["label"] == "should_not_comply"
                                                      else "[respond]") for s in scored]
@@ -106,7 +114,7 @@ def test_scores_follow_the_fitted_rows(head, qwen_dir, head_data, tmp_path):
     assert len(scored) == 16 and sum(hits) / 16 == pytest.approx(info["head"]["val_accuracy"], abs=1e-6)
 
 
-def test_head_scorer_reads_the_cache_and_agrees_with_tokens_score(head, qwen_dir, head_data, tmp_path):
+def test_head_scorer_reads_the_cache_and_agrees_with_tokens_score(head, qwen_dir, val_scored, tmp_path):
     """HeadScorer (heads compared on cached states) gives `tokens score`'s probabilities without a forward
     pass for cached prompts, and refuses a head fitted to another model."""
     from refusalkit.errors import RefusalkitError
@@ -115,12 +123,8 @@ def test_head_scorer_reads_the_cache_and_agrees_with_tokens_score(head, qwen_dir
     from refusalkit.tokens.scheme import TokenScheme
 
     out, work, _ = head
-    val = tmp_path / "val.jsonl"
-    rows = [json.loads(line) for line in head_data.read_text().splitlines()]
-    val.write_text("".join(json.dumps(r) + "\n" for r in rows if r["token_split"] == "val"))
-    r = run_cli("tokens", "score", str(val), "-o", str(tmp_path / "s.jsonl"), "-m", str(qwen_dir), "--adapter", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    want = {s["id"]: s["probs"] for s in map(json.loads, (tmp_path / "s.jsonl").read_text().splitlines())}
+    val, scored = val_scored
+    want = {s["id"]: s["probs"] for s in scored}
     info = json.loads((out / "refusal_tokens.json").read_text())
     seen: list[str] = []
     scorer = HeadScorer(str(qwen_dir), work, TokenScheme.from_dict(info["scheme"]), log=seen.append)
