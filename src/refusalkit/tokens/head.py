@@ -28,7 +28,14 @@ from refusalkit.artifacts import write_manifest
 from refusalkit.data.io import write_bytes_atomic, write_json_atomic
 from refusalkit.errors import RefusalkitError
 from refusalkit.tokens.data import LabelledPrompt, split_manifest
-from refusalkit.tokens.model import ADAPTER_WEIGHTS, HEAD_KIND, OUTPUT_ROWS_FILE, TOKENS_FILE, model_hash
+from refusalkit.tokens.model import (
+    ADAPTER_WEIGHTS,
+    HEAD_KIND,
+    OUTPUT_ROWS_FILE,
+    TOKENS_FILE,
+    model_hash,
+    read_adapter_info,
+)
 from refusalkit.tokens.scheme import RESPOND, TokenScheme, add_control_tokens
 from refusalkit.tokens.train import (
     TrainConfig,
@@ -195,6 +202,7 @@ class HeadScorer:
         from refusalkit.models.spec import load_local_model
 
         self.hf = load_local_model(model, batch_size=batch_size)
+        self.n_vocab = len(self.hf.tokenizer)  # the original vocabulary, before the control tokens
         self.token_ids = add_control_tokens(self.hf.tokenizer, self.hf.model, scheme)
         self.ids = [self.token_ids[t] for t in scheme.tokens]
         self.W = self.hf.model.get_output_embeddings().weight.detach().float().cpu()
@@ -216,7 +224,7 @@ class HeadScorer:
         import torch
         from safetensors.torch import load_file
 
-        info = json.loads((Path(head_dir) / TOKENS_FILE).read_text(encoding="utf-8"))
+        info = read_adapter_info(head_dir)
         if info.get("base_model_sha256") != self.cache.model_sha256:
             raise RefusalkitError(f"{head_dir}: this head was fitted to another base model than {self.hf.path}")
         rows = load_file(str(Path(head_dir) / OUTPUT_ROWS_FILE))
@@ -294,8 +302,6 @@ def train_head(
 
     import torch
 
-    from refusalkit.models.spec import load_local_model
-
     out = Path(out_dir)
     work = Path(work_dir) if work_dir else out / "_work"
     l2_grid = list(cfg.head_l2) if cfg.head_l2 else None
@@ -306,13 +312,10 @@ def train_head(
     if fresh:
         shutil.rmtree(work / STATES_DIR, ignore_errors=True)
     t0 = time.perf_counter()
-    hf = load_local_model(cfg.model, batch_size=cfg.batch_size)  # the head is fitted to local weights
-    sha = model_hash(hf.path)
-    n_vocab = len(hf.tokenizer)
-    token_ids = add_control_tokens(hf.tokenizer, hf.model, scheme)
+    scorer = HeadScorer(cfg.model, work, scheme, batch_size=cfg.batch_size, log=log)  # local weights only
+    hf, token_ids, ids, cache = scorer.hf, scorer.token_ids, scorer.ids, scorer.cache
+    sha = cache.model_sha256
     order = list(scheme.tokens)
-    ids = [token_ids[t] for t in order]
-    cache = StateCache(work / STATES_DIR, sha)
     train_items, val_items = splits["train"], splits.get("val") or []
     H, kept, cap = capture_states(
         hf, train_items + val_items, cache, batch_size=cfg.batch_size, max_length=cfg.max_length, log=log
@@ -327,9 +330,9 @@ def train_head(
     if cap["dropped_too_long"]:
         log(f"left out {cap['dropped_too_long']} prompts longer than --max-length {cfg.max_length} tokens")
     # the fit runs on the CPU (K rows x d: small), whichever device the model ran on
-    W = hf.model.get_output_embeddings().weight.detach().float().cpu()
+    W = scorer.W
     # every control row starts at the mean output row of the original vocabulary: a "typical" token's logit
-    E0 = W[:n_vocab].mean(0, keepdim=True).repeat(len(ids), 1)
+    E0 = W[: scorer.n_vocab].mean(0, keepdim=True).repeat(len(ids), 1)
     t1 = time.perf_counter()
     fit = fit_head(
         Ht,
